@@ -1,0 +1,26 @@
+"""Agents: the runner protocol, the run context, the registry and the built-in agents."""
+
+from __future__ import annotations
+
+from executor_core.agents.builtin import EchoAgent, FailAgent, SleepAgent
+from executor_core.agents.context import AgentContext
+from executor_core.agents.registry import (
+    ENTRY_POINT_GROUP,
+    AgentRegistry,
+    AgentRunner,
+    default_registry,
+)
+from executor_core.types import AgentFailure, UnknownAgentError
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "AgentContext",
+    "AgentFailure",
+    "AgentRegistry",
+    "AgentRunner",
+    "EchoAgent",
+    "FailAgent",
+    "SleepAgent",
+    "UnknownAgentError",
+    "default_registry",
+]

@@ -1,0 +1,175 @@
+"""The routing vocabulary: strategies, affinity policies, the request, results and errors."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from executor_core.labels import label_key_error, label_value_error
+
+
+class ExecutionStrategy(enum.StrEnum):
+    """Where a SubAgent should execute."""
+
+    LOCAL = "local"
+    GOLEM = "golem"
+    AUTO = "auto"
+
+    @classmethod
+    def is_valid(cls, value: object) -> bool:
+        """True when ``value`` is one of the known strategies (an enum member or its string)."""
+        return value in cls._value2member_map_ or isinstance(value, cls)
+
+
+class NodeAffinityPolicy(enum.StrEnum):
+    """How a team's members are placed relative to each other (DESIGN §5)."""
+
+    NONE = "none"
+    PREFER_COLOCATE = "prefer_colocate"
+    REQUIRE_COLOCATE = "require_colocate"
+    PREFER_SPREAD = "prefer_spread"
+    REQUIRE_SPREAD = "require_spread"
+
+    @classmethod
+    def is_valid(cls, value: object) -> bool:
+        return value in cls._value2member_map_ or isinstance(value, cls)
+
+    @property
+    def requires_team(self) -> bool:
+        """``require_*`` policies are about a team, so they are meaningless without one."""
+        return self in (NodeAffinityPolicy.REQUIRE_COLOCATE, NodeAffinityPolicy.REQUIRE_SPREAD)
+
+
+class TaskStatus(enum.StrEnum):
+    """The lifecycle of a task (DESIGN §4)."""
+
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+class ExecutorError(Exception):
+    """Base class of every error raised by executor_core."""
+
+
+class RequestValidationError(ExecutorError, ValueError):
+    """An ExecuteRequest field is invalid. ``field`` names it, ``message`` says why."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class UnregisteredStrategyError(ExecutorError, LookupError):
+    """The router has no executor for the strategy it needs."""
+
+
+class AtCapacityError(ExecutorError):
+    """The executor's queue is full; the submission is refused rather than dropped."""
+
+
+class ExecutionCancelled(ExecutorError):
+    """The run was cancelled before it finished."""
+
+
+class UnknownAgentError(ExecutorError, LookupError):
+    """No agent is registered under the requested id; the message lists the known ones."""
+
+    def __init__(self, agent_id: str, known: Iterable[str] = ()) -> None:
+        self.agent_id = agent_id
+        self.known = sorted(known)
+        listed = ", ".join(self.known) if self.known else "none registered"
+        super().__init__(f"unknown agent {agent_id!r} (known agents: {listed})")
+
+
+class AgentFailure(ExecutorError):
+    """An agent reports that its run failed; the message is the task's error."""
+
+
+class DispatchError(ExecutorError):
+    """The node did not accept the task (a scheduling-phase failure: fall back to local)."""
+
+    def __init__(self, message: str, *, node: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+@dataclass(frozen=True)
+class ExecuteRequest:
+    """One SubAgent run with its routing metadata, validated on construction."""
+
+    agent_id: str
+    session_id: str
+    input: str
+    strategy: ExecutionStrategy = ExecutionStrategy.AUTO
+    team_id: str | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    affinity_policy: NodeAffinityPolicy = NodeAffinityPolicy.NONE
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.agent_id, str) or not self.agent_id.strip():
+            raise RequestValidationError("agent_id", "must be a non-empty string")
+        if not isinstance(self.session_id, str) or not self.session_id:
+            raise RequestValidationError("session_id", "must be a non-empty string")
+        if not isinstance(self.input, str):
+            raise RequestValidationError("input", "must be a string")
+        if not ExecutionStrategy.is_valid(self.strategy):
+            choices = ", ".join(s.value for s in ExecutionStrategy)
+            raise RequestValidationError(
+                "strategy", f"unknown strategy {self.strategy!r} (expected one of {choices})"
+            )
+        if not NodeAffinityPolicy.is_valid(self.affinity_policy):
+            choices = ", ".join(p.value for p in NodeAffinityPolicy)
+            raise RequestValidationError(
+                "affinity_policy",
+                f"unknown affinity policy {self.affinity_policy!r} (expected one of {choices})",
+            )
+        # Frozen dataclass: normalise through object.__setattr__.
+        object.__setattr__(self, "strategy", ExecutionStrategy(self.strategy))
+        object.__setattr__(self, "affinity_policy", NodeAffinityPolicy(self.affinity_policy))
+        team = self.team_id or None
+        if team is not None and not isinstance(team, str):
+            raise RequestValidationError("team_id", "must be a string")
+        object.__setattr__(self, "team_id", team)
+        if self.affinity_policy.requires_team and team is None:
+            raise RequestValidationError(
+                "affinity_policy", f"{self.affinity_policy.value} requires a team"
+            )
+        if not isinstance(self.node_selector, Mapping):
+            raise RequestValidationError("node_selector", "must be a mapping of label to value")
+        for key, value in self.node_selector.items():
+            problem = label_key_error(key) or label_value_error(key, value)
+            if problem:
+                raise RequestValidationError("node_selector", problem)
+        object.__setattr__(self, "node_selector", dict(self.node_selector))
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """What an executor reports for one run.
+
+    ``status`` is terminal for runs the executor carried to the end, or ``scheduled`` /
+    ``running`` when the run was handed off (a remote node finishes it asynchronously).
+    """
+
+    session_id: str
+    status: TaskStatus
+    executor: str
+    output: str = ""
+    error: str = ""
+    node: str | None = None
+    fallback_reason: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)

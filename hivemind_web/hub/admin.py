@@ -1,0 +1,169 @@
+"""Django admin for operators: every change goes through the services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from executor_core.labels import LabelError, format_labels, parse_labels
+from hivemind_web.hub.models import Node, Task, TaskEvent, Team
+from hivemind_web.hub.services import nodes as node_services
+from hivemind_web.hub.services import tasks as task_services
+from hivemind_web.hub.services import teams as team_services
+from hivemind_web.hub.services.errors import ServiceValidationError, TransitionError
+
+
+def _run_each(
+    request: HttpRequest, rows: QuerySet, action: Any, key: str, done: str
+) -> None:
+    ok, failed = 0, []
+    for row in rows:
+        try:
+            action(**{key: getattr(row, key)}, actor=request.user)
+            ok += 1
+        except (TransitionError, ServiceValidationError) as exc:
+            failed.append(f"{getattr(row, key)}: {exc}")
+    if ok:
+        messages.success(request, f"{done} {ok}.")
+    for problem in failed:
+        messages.error(request, problem)
+
+
+class NodeForm(forms.ModelForm):
+    labels_text = forms.CharField(
+        label="Labels",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="One key=value per line, Kubernetes label syntax.",
+    )
+
+    class Meta:
+        model = Node
+        fields = ["capacity"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["labels_text"].initial = format_labels(self.instance.labels, separator="\n")
+
+    def clean_labels_text(self) -> dict[str, str]:
+        try:
+            return parse_labels(self.cleaned_data["labels_text"])
+        except LabelError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean_capacity(self) -> int:
+        capacity = self.cleaned_data["capacity"]
+        if not 1 <= capacity <= node_services.MAX_CAPACITY:
+            raise forms.ValidationError(node_services.ERR_CAPACITY)
+        return capacity
+
+
+@admin.register(Node)
+class NodeAdmin(admin.ModelAdmin):
+    form = NodeForm
+    list_display = ["name", "status", "load", "labels_shown", "cpu", "mem", "last_heartbeat"]
+    list_filter = ["status"]
+    search_fields = ["name"]
+    readonly_fields = ["name", "status", "running", "last_heartbeat", "cpu", "mem", "agents", "version"]
+    actions = ["cordon", "uncordon", "drain"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # nodes join with the join token (or `manage.py node_token`)
+
+    def has_manage_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("hub.manage_nodes")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_manage_permission(request)
+
+    @admin.display(description="load")
+    def load(self, node: Node) -> str:
+        return f"{node.running}/{node.capacity}"
+
+    @admin.display(description="labels")
+    def labels_shown(self, node: Node) -> str:
+        return format_labels(node.labels, separator=", ")
+
+    def save_model(self, request: HttpRequest, obj: Node, form: Any, change: bool) -> None:
+        node_services.node_update(
+            name=obj.name,
+            actor=request.user,
+            labels=form.cleaned_data["labels_text"],
+            capacity=form.cleaned_data["capacity"],
+        )
+
+    @admin.action(description="Cordon selected nodes", permissions=["manage"])
+    def cordon(self, request: HttpRequest, rows: QuerySet) -> None:
+        _run_each(request, rows, node_services.node_cordon, "name", "Cordoned")
+
+    @admin.action(description="Uncordon selected nodes", permissions=["manage"])
+    def uncordon(self, request: HttpRequest, rows: QuerySet) -> None:
+        _run_each(request, rows, node_services.node_uncordon, "name", "Uncordoned")
+
+    @admin.action(description="Drain selected nodes", permissions=["manage"])
+    def drain(self, request: HttpRequest, rows: QuerySet) -> None:
+        _run_each(request, rows, node_services.node_drain, "name", "Draining")
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["name", "on_failure", "max_retries", "created_at"]
+    search_fields = ["name"]
+
+    def save_model(self, request: HttpRequest, obj: Team, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        if change:
+            team_services.team_update(
+                name=obj.name, on_failure=data["on_failure"], max_retries=data["max_retries"]
+            )
+        else:
+            team_services.team_create(
+                name=data["name"], on_failure=data["on_failure"], max_retries=data["max_retries"]
+            )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Team | None = None) -> list[str]:
+        return ["name"] if obj else []
+
+
+class TaskEventInline(admin.TabularInline):
+    model = TaskEvent
+    extra = 0
+    can_delete = False
+    readonly_fields = ["time", "kind", "actor", "data"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Task)
+class TaskAdmin(admin.ModelAdmin):
+    list_display = ["session_id", "agent_id", "status", "route", "node", "team", "progress", "created_at"]
+    list_filter = ["status", "route", "strategy", "team", "node"]
+    search_fields = ["=session_id", "agent_id", "team__name"]
+    inlines = [TaskEventInline]
+    actions = ["cancel", "force_fallback"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in Task._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # submit through the form or the API: validation lives there
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the audit trail is kept
+
+    def has_control_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("hub.control_task")
+
+    @admin.action(description="Cancel selected tasks", permissions=["control"])
+    def cancel(self, request: HttpRequest, rows: QuerySet) -> None:
+        _run_each(request, rows, task_services.task_cancel, "session_id", "Cancelled")
+
+    @admin.action(description="Force fallback to local", permissions=["control"])
+    def force_fallback(self, request: HttpRequest, rows: QuerySet) -> None:
+        _run_each(request, rows, task_services.task_force_fallback, "session_id", "Forced local:")

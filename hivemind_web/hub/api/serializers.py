@@ -1,0 +1,83 @@
+"""API shapes. Output serializers describe rows; input serializers only check JSON types:
+the domain rules live in the services, which report every bad field at once."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from hivemind_web.hub.models import Node, Task, TaskEvent, Team
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.name", default=None, read_only=True)
+    node = serializers.CharField(source="node.name", default=None, read_only=True)
+
+    class Meta:
+        model = Task
+        fields = [
+            "session_id", "agent_id", "input", "status", "strategy", "route", "route_reason",
+            "node", "team", "node_selector", "affinity", "progress", "message", "output",
+            "error", "fallback_reason", "attempts", "created_at", "started_at", "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class TaskDetailSerializer(TaskSerializer):
+    class Meta(TaskSerializer.Meta):
+        fields = [*TaskSerializer.Meta.fields, "log", "excluded_nodes"]
+        read_only_fields = fields
+
+
+class TaskSubmitSerializer(serializers.Serializer):
+    agent_id = serializers.CharField(max_length=128)
+    input = serializers.CharField(allow_blank=True, trim_whitespace=False, default="")
+    strategy = serializers.CharField(default="auto")
+    team = serializers.CharField(required=False, allow_null=True, allow_blank=True, default=None)
+    node_selector = serializers.DictField(child=serializers.CharField(allow_blank=True), default=dict)
+    affinity = serializers.CharField(default="none")
+
+
+class TaskEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TaskEvent
+        fields = ["kind", "data", "actor", "time"]
+
+
+class NodeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Node
+        fields = [
+            "name", "status", "labels", "capacity", "running", "last_heartbeat", "cpu", "mem",
+            "agents", "version", "cordoned", "draining",
+        ]
+        read_only_fields = fields
+
+
+class NodeUpdateSerializer(serializers.Serializer):
+    labels = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+    capacity = serializers.IntegerField(required=False)
+
+
+class NodeRegisterSerializer(serializers.Serializer):
+    join_token = serializers.CharField()
+    name = serializers.CharField(max_length=63)
+    labels = serializers.DictField(child=serializers.CharField(allow_blank=True), default=dict)
+    capacity = serializers.IntegerField(default=1)
+
+
+class TeamSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Team
+        fields = ["name", "on_failure", "max_retries", "created_at"]
+        read_only_fields = ["created_at"]
+
+
+class TeamUpdateSerializer(serializers.Serializer):
+    on_failure = serializers.CharField(required=False)
+    max_retries = serializers.IntegerField(required=False)
+
+
+class FallbackModeSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField()
+    changed_by = serializers.CharField(read_only=True)
+    changed_at = serializers.DateTimeField(read_only=True)

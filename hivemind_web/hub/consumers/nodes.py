@@ -1,0 +1,232 @@
+"""The hub side of the node protocol (DESIGN §6) at ``/ws/nodes/``.
+
+A node authenticates with its bearer token in the handshake, says ``hello``, then streams
+heartbeats and task reports. Every frame is validated; a bad or unauthorised one gets an
+``error`` frame and is dropped, and the connection stays up. A node may only report on tasks
+bound to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.utils import timezone
+
+from executor_core.node import protocol
+from hivemind_web.hub.broadcast import node_group
+from hivemind_web.hub.execution.runtime import ensure_started
+from hivemind_web.hub.models import Node, Task
+from hivemind_web.hub.services import nodes as node_services
+from hivemind_web.hub.services import tasks as task_services
+from hivemind_web.hub.services.orchestrator import task_handle_failure
+
+log = logging.getLogger(__name__)
+
+# After a hello, a node re-sends the results it buffered; give them time to land before
+# calling its missing tasks lost.
+RECONCILE_DELAY = 3.0
+NOT_RUNNING_AFTER_RECONNECT = "node lost (the task was not running on the node after it reconnected)"
+
+
+def _bearer(scope: dict[str, Any]) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip()
+    return ""
+
+
+def _owned(session_id: str, node_name: str) -> Task | None:
+    return Task.objects.filter(session_id=session_id, node__name=node_name).first()
+
+
+def _reconcile(node_name: str, reported: set[str]) -> tuple[list[str], list[str]]:
+    """Compare a hello's running list with the database.
+
+    Returns (session ids the node should stop: not its tasks or already ended here,
+    session ids the hub believes run there but the node does not report).
+    """
+    to_cancel = []
+    for sid in reported:
+        task = Task.objects.filter(session_id=sid).select_related("node").first()
+        if task is None or task.is_terminal or task.node is None or task.node.name != node_name:
+            to_cancel.append(sid)
+    missing = [
+        str(sid)
+        for sid in Task.objects.filter(node__name=node_name, status="running").values_list(
+            "session_id", flat=True
+        )
+        if str(sid) not in reported
+    ]
+    return to_cancel, missing
+
+
+def _fail_missing(node_name: str, session_ids: list[str], since: Any) -> None:
+    from django.db import transaction
+
+    tasks = Task.objects.select_related("team", "node").filter(
+        session_id__in=session_ids, node__name=node_name, status="running", updated_at__lt=since
+    )
+    for task in tasks:
+        with transaction.atomic():
+            task_handle_failure(task=task, error=NOT_RUNNING_AFTER_RECONNECT, actor=node_name)
+
+
+class NodeConsumer(AsyncWebsocketConsumer):
+    node_name: str | None = None
+    hello_done = False
+
+    async def connect(self) -> None:
+        node = await database_sync_to_async(node_services.node_authenticate)(_bearer(self.scope))
+        if node is None:
+            await self.close()  # before accept: the handshake is refused with 403
+            return
+        self.node_name = node.name
+        self.runtime = await ensure_started()
+        await self.accept()
+        await self.channel_layer.group_add(node_group(node.name), self.channel_name)
+
+    async def disconnect(self, code: int) -> None:
+        if self.node_name:
+            await self.channel_layer.group_discard(node_group(self.node_name), self.channel_name)
+            await database_sync_to_async(node_services.node_disconnected)(name=self.node_name)
+
+    async def send_frame(self, type_: str, **fields: Any) -> None:
+        await self.send(text_data=protocol.encode(type_, **fields))
+
+    async def reject(self, code: str, message: str) -> None:
+        log.warning("node %s: %s: %s", self.node_name, code, message)
+        await self.send_frame("error", code=code, message=message)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self.reject("bad_frame", "frames must be JSON text")
+            return
+        try:
+            message = protocol.parse_frame(text_data, direction="node")
+        except protocol.ProtocolError as exc:
+            await self.reject(exc.code, exc.message)
+            return
+        kind, fields = message.type, dict(message.fields)
+        if not self.hello_done and kind != "hello":
+            await self.reject("hello_first", "send hello before anything else")
+            return
+        handler = getattr(self, "on_" + kind.replace(".", "_"), None)
+        if handler is None:
+            await self.reject("unsupported", f"the hub does not take {kind!r} frames")
+            return
+        try:
+            await handler(**fields)
+        except Exception:  # a bug must cost one frame, never the connection
+            log.exception("node %s: handling %s failed", self.node_name, kind)
+            await self.reject("internal", f"the hub could not process {kind!r}")
+
+    # Node → hub --------------------------------------------------------------------------
+
+    async def on_hello(
+        self, name: str, version: str, labels: dict, capacity: int, agents: list, running: list
+    ) -> None:
+        if name != self.node_name:
+            await self.reject("wrong_node", f"this token belongs to node {self.node_name!r}")
+            await self.close(code=4403)
+            return
+        errors = node_services.validate_node_fields(labels=labels, capacity=capacity)
+        if errors:
+            await self.reject("bad_hello", "; ".join(f"{k}: {v}" for k, v in errors.items()))
+            return
+        hello_at = timezone.now()
+        await self.runtime.writer.run(
+            node_services.node_connected,
+            name=name, version=version, labels=labels, capacity=capacity, agents=agents,
+        )
+        self.hello_done = True
+        await self.send_frame(
+            "welcome", node=name, heartbeat_interval=self.runtime.cfg["HEARTBEAT_INTERVAL"]
+        )
+        reported = {str(item["session_id"]) for item in running}
+        to_cancel, missing = await database_sync_to_async(_reconcile)(name, reported)
+        for sid in to_cancel:
+            await self.send_frame("task.cancel", session_id=sid)
+        if missing:
+            self.runtime.spawn(self._fail_missing_later(missing, hello_at))
+
+    async def _fail_missing_later(self, missing: list[str], hello_at: Any) -> None:
+        await asyncio.sleep(RECONCILE_DELAY)
+        await self.runtime.writer.run(_fail_missing, self.node_name, missing, hello_at)
+
+    async def on_heartbeat(self, running: int, cpu: float, mem: float, peak: int = 0) -> None:
+        self.runtime.heartbeats[self.node_name] = {
+            "time": timezone.now(), "running": running, "cpu": cpu, "mem": mem,
+        }
+
+    async def on_task_accepted(self, session_id: str, attempt: int) -> None:
+        started = await self.runtime.writer.run(
+            task_services.task_mark_running,
+            session_id=session_id, attempt=attempt, node_name=self.node_name,
+        )
+        if started or await self._is_running_here(session_id, attempt):
+            self.runtime.dispatcher.resolve(session_id, attempt)
+        else:  # no longer ours (cancelled, timed out, forced local): stop it
+            await self.send_frame("task.cancel", session_id=session_id)
+
+    async def _is_running_here(self, session_id: str, attempt: int) -> bool:
+        task = await database_sync_to_async(_owned)(session_id, self.node_name)
+        return task is not None and task.attempts == attempt and task.status == "running"
+
+    async def on_task_rejected(self, session_id: str, attempt: int, reason: str) -> None:
+        self.runtime.dispatcher.resolve(session_id, attempt, rejection=reason or "rejected")
+
+    async def _authorised(self, session_id: str) -> Task | None:
+        task = await database_sync_to_async(_owned)(session_id, self.node_name)
+        if task is None:
+            await self.reject("not_assigned", f"task {session_id} is not assigned to this node")
+        return task
+
+    async def on_task_progress(self, session_id: str, pct: float, message: str = "") -> None:
+        if await self._authorised(session_id):
+            self.runtime.progress.add(session_id, pct=pct, message=message)
+
+    async def on_task_log(self, session_id: str, lines: list) -> None:
+        if await self._authorised(session_id):
+            self.runtime.progress.add(session_id, lines=[str(line) for line in lines])
+
+    async def on_task_finished(
+        self, session_id: str, attempt: int, status: str, output: str = "", error: str = ""
+    ) -> None:
+        if await self._authorised(session_id):
+            await self.runtime.progress.flush(session_id)
+            await self.runtime.writer.run(
+                task_services.task_finish,
+                session_id=session_id, attempt=attempt, status=status, output=output,
+                error=error, node_name=self.node_name,
+            )
+        # Acknowledge either way: the node may drop the result from its outbox; what we
+        # refused above was reported as an error and changed nothing.
+        await self.send_frame("ack", session_id=session_id, attempt=attempt)
+
+    async def on_draining(self) -> None:
+        await database_sync_to_async(_mark_draining)(self.node_name)
+
+    # Hub → node (channel-layer events for this node's group) -----------------------------
+
+    async def task_assign(self, event: dict[str, Any]) -> None:
+        await self.send_frame(
+            "task.assign",
+            session_id=event["session_id"], agent_id=event["agent_id"],
+            input=event["input"], attempt=event["attempt"],
+        )
+
+    async def task_cancel(self, event: dict[str, Any]) -> None:
+        await self.send_frame("task.cancel", session_id=event["session_id"])
+
+    async def node_drain(self, event: dict[str, Any]) -> None:
+        await self.send_frame("drain")
+
+
+def _mark_draining(name: str) -> Node:
+    return node_services.node_drain(name=name, actor=name)

@@ -1,0 +1,50 @@
+"""Coalescing of progress and log lines (DESIGN §4).
+
+A chatty agent reports as often as it likes; the hub keeps the latest value per task and
+writes (and broadcasts) at most once per flush interval. ``flush(session)`` writes a task's
+pending figures at once: the runtime calls it before recording a terminal state, so nothing
+final is ever dropped or overtaken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from hivemind_web.hub.execution.writer import OrderedWriter
+from hivemind_web.hub.services.tasks import task_record_progress
+
+
+class ProgressCoalescer:
+    def __init__(self, writer: OrderedWriter, interval: float) -> None:
+        self._writer = writer
+        self._interval = interval
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def add(
+        self,
+        session_id: str,
+        *,
+        pct: float | None = None,
+        message: str = "",
+        lines: list[str] | None = None,
+    ) -> None:
+        entry = self._pending.setdefault(session_id, {"pct": None, "message": "", "lines": []})
+        if pct is not None:
+            entry["pct"], entry["message"] = pct, message
+        if lines:
+            entry["lines"].extend(lines)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self._interval)
+        batch, self._pending = self._pending, {}
+        if batch:
+            await self._writer.run(task_record_progress, batch)
+
+    async def flush(self, session_id: str) -> None:
+        entry = self._pending.pop(session_id, None)
+        if entry:
+            await self._writer.run(task_record_progress, {session_id: entry})

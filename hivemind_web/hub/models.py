@@ -1,0 +1,187 @@
+"""The hub's source of truth: nodes, teams, tasks and their audit trail.
+
+Only ``hivemind_web.hub.services`` writes these models; everything else reads them.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from executor_core.types import ExecutionStrategy, NodeAffinityPolicy, TaskStatus
+
+
+def _choices(enum_cls: type) -> list[tuple[str, str]]:
+    return [(member.value, member.value) for member in enum_cls]
+
+
+class Node(models.Model):
+    class Status(models.TextChoices):
+        READY = "ready"
+        NOT_READY = "not_ready"
+        CORDONED = "cordoned"
+        DRAINING = "draining"
+
+    name = models.CharField(max_length=63, unique=True)
+    labels = models.JSONField(default=dict, blank=True)
+    capacity = models.PositiveIntegerField(default=1)
+    # Tasks bound to the node (scheduled or running): the figure the conditional bind guards.
+    running = models.PositiveIntegerField(default=0)
+    # Derived from health and the operator's intent below (see services.nodes.derive_status);
+    # stored so the board and the scheduler can filter on it.
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.NOT_READY)
+    healthy = models.BooleanField(default=False)
+    cordoned = models.BooleanField(default=False)
+    draining = models.BooleanField(default=False)
+    # Once an operator edits labels or capacity, the node's own hello no longer overrides them.
+    operator_edited = models.BooleanField(default=False)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    cpu = models.FloatField(default=0.0)
+    mem = models.FloatField(default=0.0)
+    # Empty list: the node runs any agent.
+    agents = models.JSONField(default=list, blank=True)
+    version = models.CharField(max_length=64, blank=True)
+    token_hash = models.CharField(max_length=128, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("manage_nodes", "Can cordon, drain and edit nodes")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def schedulable(self) -> bool:
+        return self.status == self.Status.READY
+
+
+class Team(models.Model):
+    class OnFailure(models.TextChoices):
+        RETRY = "retry"
+        FALLBACK_LOCAL = "fallback_local"
+        FAIL = "fail"
+
+    name = models.CharField(max_length=63, unique=True)
+    on_failure = models.CharField(
+        max_length=16, choices=OnFailure.choices, default=OnFailure.RETRY
+    )
+    max_retries = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+ACTIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.SCHEDULED, TaskStatus.RUNNING)
+BOUND_STATUSES = (TaskStatus.SCHEDULED, TaskStatus.RUNNING)
+TERMINAL = tuple(s.value for s in TaskStatus if s.is_terminal)
+
+
+class Task(models.Model):
+    class Route(models.TextChoices):
+        LOCAL = "local"
+        GOLEM = "golem"
+
+    session_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    agent_id = models.CharField(max_length=128)
+    input = models.TextField(blank=True)
+    strategy = models.CharField(max_length=8, choices=_choices(ExecutionStrategy))
+    route = models.CharField(max_length=8, choices=Route.choices, blank=True)
+    route_reason = models.TextField(blank=True)
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.PROTECT)
+    node = models.ForeignKey(Node, null=True, blank=True, on_delete=models.SET_NULL)
+    node_selector = models.JSONField(default=dict, blank=True)
+    affinity = models.CharField(
+        max_length=20, choices=_choices(NodeAffinityPolicy), default=NodeAffinityPolicy.NONE
+    )
+    status = models.CharField(
+        max_length=12, choices=_choices(TaskStatus), default=TaskStatus.PENDING
+    )
+    progress = models.FloatField(default=0.0)
+    message = models.TextField(blank=True)
+    log = models.JSONField(default=list, blank=True)
+    output = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    fallback_reason = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=1)
+    # Nodes that lost or failed an attempt: a retry never goes back to them.
+    excluded_nodes = models.JSONField(default=list, blank=True)
+    # Set by force fallback and the fallback_local team policy: run locally whatever the strategy.
+    force_local = models.BooleanField(default=False)
+    # The hub instance running a local attempt: its restart fails what it left behind.
+    owner = models.CharField(max_length=128, blank=True)
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # When the current attempt was bound or last heard of: drives assign timeouts.
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "-created_at"]),
+            models.Index(fields=["node", "status"]),
+            models.Index(fields=["team", "status"]),
+            models.Index(fields=["route", "status"]),
+        ]
+        permissions = [
+            ("submit_task", "Can submit tasks"),
+            ("control_task", "Can cancel tasks and force fallback"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id} {self.session_id}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class TaskEvent(models.Model):
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=32)
+    data = models.JSONField(default=dict, blank=True)
+    actor = models.CharField(max_length=150, blank=True)
+    time = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["time", "id"]
+        indexes = [models.Index(fields=["task", "time"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} by {self.actor or 'system'}"
+
+
+class HubSetting(models.Model):
+    """Hub-wide switches; one row (pk=1)."""
+
+    fallback_mode = models.BooleanField(default=False)
+    changed_by = models.CharField(max_length=150, blank=True)
+    changed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        permissions = [("switch_fallback_mode", "Can switch the global fallback mode")]
+
+
+class NodeLoadSample(models.Model):
+    """Node load history for the board's plots (kept for a bounded window)."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="samples")
+    time = models.DateTimeField(db_index=True)
+    running = models.PositiveIntegerField(default=0)
+    cpu = models.FloatField(default=0.0)
+    mem = models.FloatField(default=0.0)
+
+    class Meta:
+        ordering = ["time"]
+        indexes = [models.Index(fields=["node", "time"])]

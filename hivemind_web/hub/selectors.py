@@ -1,0 +1,89 @@
+"""Reads: the board's and the API's queries (services write, selectors read)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db.models import Count, Q, QuerySet
+
+from executor_core.types import TaskStatus
+from hivemind_web.hub.models import Node, Task, Team
+
+BOUND = ["scheduled", "running"]
+ERR_STATUS = "unknown status {value!r}; expected some of: {choices}"
+
+
+def parse_statuses(raw: str | None) -> list[str]:
+    """``running,failed`` → ["running", "failed"]; raises ValueError on an unknown word."""
+    if not raw:
+        return []
+    values = [v.strip() for v in raw.split(",") if v.strip()]
+    for value in values:
+        if value not in TaskStatus._value2member_map_:
+            raise ValueError(ERR_STATUS.format(value=value, choices=", ".join(s.value for s in TaskStatus)))
+    return values
+
+
+def task_list(
+    *,
+    statuses: list[str] | None = None,
+    team: str | None = None,
+    node: str | None = None,
+    route: str | None = None,
+    search: str | None = None,
+) -> QuerySet[Task]:
+    qs = Task.objects.select_related("team", "node")
+    if statuses:
+        qs = qs.filter(status__in=statuses)
+    if team:
+        qs = qs.filter(team__name=team)
+    if node:
+        qs = qs.filter(node__name=node)
+    if route:
+        qs = qs.filter(route=route)
+    if search:
+        term = search.strip()
+        condition = Q(agent_id__icontains=term)
+        try:
+            condition |= Q(session_id=uuid.UUID(term))
+        except ValueError:
+            pass
+        qs = qs.filter(condition)
+    return qs
+
+
+def tasks_on_node(name: str) -> QuerySet[Task]:
+    """The task→node reverse index: active tasks bound to the node."""
+    return Task.objects.select_related("team", "node").filter(node__name=name, status__in=BOUND)
+
+
+def team_nodes(team: str) -> dict[str, int]:
+    """Nodes hosting the team's active tasks, with how many each hosts."""
+    rows = (
+        Task.objects.filter(team__name=team, status__in=BOUND, node__isnull=False)
+        .values("node__name")
+        .annotate(n=Count("id"))
+    )
+    return {row["node__name"]: row["n"] for row in rows}
+
+
+def fleet_summary() -> dict[str, int]:
+    nodes = Node.objects.aggregate(
+        total=Count("id"), ready=Count("id", filter=Q(status=Node.Status.READY))
+    )
+    tasks = dict(
+        Task.objects.filter(status__in=["pending", "scheduled", "running", "failed"])
+        .values_list("status")
+        .annotate(n=Count("id"))
+    )
+    return {
+        "nodes_total": nodes["total"],
+        "nodes_ready": nodes["ready"],
+        "tasks_queued": tasks.get("pending", 0) + tasks.get("scheduled", 0),
+        "tasks_running": tasks.get("running", 0),
+        "tasks_failed": tasks.get("failed", 0),
+    }
+
+
+def team_by_name(name: str) -> Team | None:
+    return Team.objects.filter(name=name).first()

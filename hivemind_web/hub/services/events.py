@@ -1,0 +1,38 @@
+"""The audit trail: every transition appends a TaskEvent and is broadcast to the board."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hivemind_web.hub import broadcast
+from hivemind_web.hub.models import Node, Task, TaskEvent
+
+SYSTEM = "system"
+
+
+def actor_name(actor: Any) -> str:
+    """A user, a node name or None (the hub itself) as the string stored on events."""
+    if actor is None:
+        return SYSTEM
+    if isinstance(actor, str):
+        return actor
+    return getattr(actor, "get_username", lambda: str(actor))()
+
+
+def task_event(task: Task, kind: str, *, actor: Any = None, **data: Any) -> TaskEvent:
+    """Append an event and broadcast the task's new state (after commit)."""
+    event = TaskEvent.objects.create(task=task, kind=kind, actor=actor_name(actor), data=data)
+    publish_task(task)
+    return event
+
+
+def publish_task(task: Task) -> None:
+    from hivemind_web.hub.snapshots import task_snapshot
+
+    broadcast.publish("task", task_snapshot(task))
+
+
+def publish_node(node: Node) -> None:
+    from hivemind_web.hub.snapshots import node_snapshot
+
+    broadcast.publish("node", node_snapshot(node))

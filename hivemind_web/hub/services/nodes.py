@@ -1,0 +1,282 @@
+"""Node services: registration, connection, health, and the operator's actions."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from executor_core.labels import LabelError, label_value_error, validate_labels
+from hivemind_web.hub.models import Node, NodeLoadSample, Task
+from hivemind_web.hub.services import events
+from hivemind_web.hub.services.errors import NotFound, ServiceValidationError
+
+ERR_CAPACITY = "capacity must be an integer between 1 and 1024"
+ERR_NAME = "node name must be 1-63 lowercase letters, digits or '-', alphanumeric at both ends"
+ERR_JOIN_TOKEN = "invalid join token"
+ERR_NAME_TAKEN = "a node named {name!r} is already registered"
+MAX_CAPACITY = 1024
+NODE_LOST = "node lost"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def derive_status(node: Node) -> str:
+    """One status word from health and intent: not_ready beats draining beats cordoned."""
+    if not node.healthy:
+        return Node.Status.NOT_READY
+    if node.draining:
+        return Node.Status.DRAINING
+    if node.cordoned:
+        return Node.Status.CORDONED
+    return Node.Status.READY
+
+
+def _save(node: Node, *fields: str) -> Node:
+    node.status = derive_status(node)
+    node.save(update_fields=[*fields, "status", "updated_at"])
+    events.publish_node(node)
+    return node
+
+
+def get_node(name: str, *, lock: bool = False) -> Node:
+    qs = Node.objects.select_for_update() if lock else Node.objects
+    node = qs.filter(name=name).first()
+    if node is None:
+        raise NotFound(f"no node named {name!r}")
+    return node
+
+
+def validate_node_fields(
+    *, name: Any = None, labels: Any = None, capacity: Any = None
+) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    if name is not None and (
+        not isinstance(name, str)
+        or not name
+        or name != name.lower()
+        or "_" in name
+        or "." in name
+        or label_value_error("name", name)
+    ):
+        errors["name"] = ERR_NAME
+    if labels is not None:
+        try:
+            validate_labels(labels)
+        except LabelError as exc:
+            errors["labels"] = str(exc)
+    if capacity is not None and (
+        isinstance(capacity, bool)
+        or not isinstance(capacity, int)
+        or not 1 <= capacity <= MAX_CAPACITY
+    ):
+        errors["capacity"] = ERR_CAPACITY
+    return errors
+
+
+@transaction.atomic
+def node_register(
+    *, join_token: str, name: str, labels: Mapping[str, str] | None = None, capacity: int = 1
+) -> tuple[Node, str]:
+    """Register a node with the hub's join token; returns the node and its new token.
+
+    The token is shown once: only its hash is stored. Registering an existing name again with
+    the join token re-issues the token (a node that lost its state file can rejoin).
+    """
+    expected = settings.HIVEMIND["JOIN_TOKEN"]
+    if not expected or not hmac.compare_digest(str(join_token), expected):
+        raise PermissionError(ERR_JOIN_TOKEN)
+    labels = dict(labels or {})
+    errors = validate_node_fields(name=name, labels=labels, capacity=capacity)
+    if errors:
+        raise ServiceValidationError(errors)
+    token = secrets.token_urlsafe(32)
+    node, created = Node.objects.select_for_update().get_or_create(
+        name=name, defaults={"labels": labels, "capacity": capacity}
+    )
+    node.token_hash = hash_token(token)
+    node.save(update_fields=["token_hash", "updated_at"])
+    events.publish_node(node)
+    return node, token
+
+
+def node_authenticate(token: str) -> Node | None:
+    if not token:
+        return None
+    return Node.objects.filter(token_hash=hash_token(token)).first()
+
+
+@transaction.atomic
+def node_connected(
+    *,
+    name: str,
+    version: str,
+    labels: Mapping[str, str],
+    capacity: int,
+    agents: Iterable[str],
+) -> Node:
+    """A node said hello: it is healthy, and what it declares about itself is recorded.
+
+    Labels and capacity are taken from the node only until an operator edits them: the
+    operator's word wins after that (as Kubernetes treats labels set on registration).
+    """
+    node = get_node(name, lock=True)
+    node.healthy = True
+    node.last_heartbeat = timezone.now()
+    node.version = version[:64]
+    node.agents = sorted(set(agents))
+    fields = ["healthy", "last_heartbeat", "version", "agents"]
+    if not node.operator_edited:
+        node.labels, node.capacity = dict(labels), capacity
+        fields += ["labels", "capacity"]
+    # The bound count is the hub's own figure: recount it rather than trust history.
+    node.running = Task.objects.filter(node=node, status__in=["scheduled", "running"]).count()
+    fields.append("running")
+    return _save(node, *fields)
+
+
+@transaction.atomic
+def node_disconnected(*, name: str) -> None:
+    """The socket closed. Health is left to the heartbeat grace (a blip must not fail tasks)."""
+    Node.objects.filter(name=name).update(updated_at=timezone.now())
+
+
+def node_flush_heartbeats(beats: Mapping[str, Mapping[str, Any]]) -> None:
+    """Write a batch of heartbeats (name → {time, running, cpu, mem}) and load samples."""
+    if not beats:
+        return
+    with transaction.atomic():
+        nodes = list(Node.objects.select_for_update().filter(name__in=list(beats)))
+        samples = []
+        for node in nodes:
+            beat = beats[node.name]
+            node.last_heartbeat, node.cpu, node.mem = beat["time"], beat["cpu"], beat["mem"]
+            fields = ["last_heartbeat", "cpu", "mem"]
+            if not node.healthy:  # back within the lost window: ready again at once
+                node.healthy = True
+                fields.append("healthy")
+                _save(node, *fields)
+            else:
+                node.save(update_fields=fields)
+                events.publish_node(node)
+            samples.append(
+                NodeLoadSample(
+                    node=node, time=beat["time"], running=beat["running"],
+                    cpu=beat["cpu"], mem=beat["mem"],
+                )
+            )
+        NodeLoadSample.objects.bulk_create(samples)
+
+
+def node_mark_stale(*, silent_since: datetime) -> list[str]:
+    """Nodes silent since ``silent_since`` become not_ready. Returns their names."""
+    names = []
+    with transaction.atomic():
+        stale = Node.objects.select_for_update().filter(
+            healthy=True, last_heartbeat__lt=silent_since
+        )
+        for node in stale:
+            node.healthy = False
+            _save(node, "healthy")
+            names.append(node.name)
+    return names
+
+
+def node_fail_lost_tasks(*, lost_since: datetime) -> list[str]:
+    """Fail the tasks of nodes silent since ``lost_since`` ("node lost"); the team decides next."""
+    from hivemind_web.hub.services.orchestrator import task_handle_failure
+
+    failed = []
+    lost_nodes = Node.objects.filter(healthy=False, last_heartbeat__lt=lost_since)
+    tasks = Task.objects.select_related("team", "node").filter(
+        node__in=lost_nodes, status__in=["scheduled", "running"]
+    )
+    for task in tasks:
+        with transaction.atomic():
+            if task_handle_failure(task=task, error=NODE_LOST, actor="system") is not None:
+                failed.append(str(task.session_id))
+    return failed
+
+
+def node_settle_drain(node: Node) -> None:
+    """A draining node whose last task ended stays unschedulable: drained means cordoned."""
+    node.refresh_from_db(fields=["running", "draining", "cordoned", "healthy"])
+    if node.draining and node.running == 0:
+        node.draining, node.cordoned = False, True
+        _save(node, "draining", "cordoned")
+
+
+def _set_intent(name: str, **intent: bool) -> Node:
+    with transaction.atomic():
+        node = get_node(name, lock=True)
+        for field, value in intent.items():
+            setattr(node, field, value)
+        _save(node, *intent)
+    return node
+
+
+def node_cordon(*, name: str, actor: Any) -> Node:
+    return _set_intent(name, cordoned=True)
+
+
+def node_uncordon(*, name: str, actor: Any) -> Node:
+    return _set_intent(name, cordoned=False, draining=False)
+
+
+def node_drain(*, name: str, actor: Any) -> Node:
+    """No new work; the node shows draining until its tasks end, then stays cordoned."""
+    node = _set_intent(name, draining=True)
+    from hivemind_web.hub.execution import runtime
+
+    transaction.on_commit(lambda: runtime.send_drain(name))
+    with transaction.atomic():
+        node_settle_drain(node)
+    return node
+
+
+@transaction.atomic
+def node_update(
+    *, name: str, actor: Any, labels: Mapping[str, str] | None = None, capacity: int | None = None
+) -> Node:
+    errors = validate_node_fields(labels=labels, capacity=capacity)
+    if errors:
+        raise ServiceValidationError(errors)
+    node = get_node(name, lock=True)
+    fields = ["operator_edited"]
+    node.operator_edited = True
+    if labels is not None:
+        node.labels = dict(labels)
+        fields.append("labels")
+    if capacity is not None:
+        node.capacity = capacity
+        fields.append("capacity")
+    return _save(node, *fields)
+
+
+@transaction.atomic
+def node_create(*, name: str, labels: Mapping[str, str] | None = None, capacity: int = 1) -> tuple[Node, str]:
+    """Create a node record by hand (admin, CLI) and return its token, shown once."""
+    errors = validate_node_fields(name=name, labels=labels or {}, capacity=capacity)
+    if not errors and Node.objects.filter(name=name).exists():
+        errors["name"] = ERR_NAME_TAKEN.format(name=name)
+    if errors:
+        raise ServiceValidationError(errors)
+    token = secrets.token_urlsafe(32)
+    node = Node.objects.create(
+        name=name, labels=dict(labels or {}), capacity=capacity, token_hash=hash_token(token)
+    )
+    events.publish_node(node)
+    return node, token
+
+
+def node_prune_samples(*, before: datetime) -> int:
+    return NodeLoadSample.objects.filter(time__lt=before).delete()[0]

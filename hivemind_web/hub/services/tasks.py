@@ -1,0 +1,415 @@
+"""Task services: submission and every lifecycle transition (DESIGN §4).
+
+Each transition is one conditional UPDATE guarded by the statuses it may leave and by the
+attempt number, so a stale or duplicate report (an old attempt, a second start, anything after
+a terminal state) changes nothing. Every transition that happens appends a TaskEvent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from executor_core.types import (
+    ExecuteRequest,
+    ExecutionStrategy,
+    NodeAffinityPolicy,
+    RequestValidationError,
+    TaskStatus,
+)
+from hivemind_web.hub.models import Node, Task
+from hivemind_web.hub.services import events
+from hivemind_web.hub.services.errors import NotFound, ServiceValidationError, TransitionError
+from hivemind_web.hub.services.teams import team_get_or_create
+
+PENDING, SCHEDULED, RUNNING = TaskStatus.PENDING, TaskStatus.SCHEDULED, TaskStatus.RUNNING
+SUCCEEDED, FAILED, CANCELLED = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED
+ACTIVE = (PENDING, SCHEDULED, RUNNING)
+BOUND = (SCHEDULED, RUNNING)
+
+ERR_INPUT_TOO_LARGE = "input is {size} bytes; the limit is {limit} bytes"
+ERR_UNKNOWN_AGENT = "unknown agent {agent!r}; known agents: {known}"
+ERR_TERMINAL = "task {sid} is already {status}"
+ERR_ALREADY_LOCAL = "task {sid} already runs locally"
+TRUNCATED = "\n[truncated]"
+
+# ExecuteRequest's field names → the API's.
+_API_FIELD = {"affinity_policy": "affinity", "team_id": "team"}
+
+
+def hub_limits() -> dict[str, Any]:
+    return settings.HIVEMIND
+
+
+def known_agents() -> list[str]:
+    """Agents the hub can run: its own registry plus every agent a node advertises."""
+    from hivemind_web.hub.execution.runtime import local_agent_names
+
+    names = set(local_agent_names())
+    for agents in Node.objects.exclude(agents=[]).values_list("agents", flat=True):
+        names.update(agents)
+    return sorted(names)
+
+
+def validate_submission(
+    *,
+    agent_id: Any,
+    input: Any,
+    strategy: Any,
+    team: Any,
+    node_selector: Any,
+    affinity: Any,
+) -> ExecuteRequest:
+    """Check every field (all errors at once) and return the request the router will get."""
+    errors: dict[str, str] = {}
+    if not isinstance(input, str):
+        errors["input"] = "must be a string"
+    else:
+        size, limit = len(input.encode()), hub_limits()["MAX_INPUT_BYTES"]
+        if size > limit:
+            errors["input"] = ERR_INPUT_TOO_LARGE.format(size=size, limit=limit)
+    if isinstance(agent_id, str) and agent_id.strip():
+        known = known_agents()
+        if agent_id not in known:
+            errors["agent_id"] = ERR_UNKNOWN_AGENT.format(agent=agent_id, known=", ".join(known))
+    if team not in (None, ""):
+        from hivemind_web.hub.services.teams import validate_team_name
+
+        if problem := validate_team_name(team):
+            errors["team"] = problem
+    request = None
+    # ExecuteRequest reports one problem at a time; peel them off to report them all.
+    fields = {
+        "agent_id": agent_id,
+        "session_id": "validation",
+        "input": input if isinstance(input, str) else "",
+        "strategy": strategy,
+        "team_id": team or None,
+        "node_selector": node_selector if node_selector is not None else {},
+        "affinity_policy": affinity,
+    }
+    fallbacks = {
+        "agent_id": "x",
+        "strategy": ExecutionStrategy.AUTO,
+        "affinity_policy": NodeAffinityPolicy.NONE,
+        "node_selector": {},
+        "team_id": None,
+    }
+    for _ in range(len(fallbacks) + 1):
+        try:
+            request = ExecuteRequest(**fields)
+            break
+        except RequestValidationError as exc:
+            errors.setdefault(_API_FIELD.get(exc.field, exc.field), exc.message)
+            fields[exc.field] = fallbacks[exc.field]
+    if errors:
+        raise ServiceValidationError(errors)
+    assert request is not None
+    return request
+
+
+def task_submit(
+    *,
+    actor: Any,
+    agent_id: Any,
+    input: Any = "",
+    strategy: Any = ExecutionStrategy.AUTO,
+    team: Any = None,
+    node_selector: Any = None,
+    affinity: Any = NodeAffinityPolicy.NONE,
+    start: bool = True,
+) -> Task:
+    """Validate, store a pending task, and hand it to the hub runtime once committed."""
+    request = validate_submission(
+        agent_id=agent_id,
+        input=input,
+        strategy=strategy,
+        team=team,
+        node_selector=node_selector,
+        affinity=affinity,
+    )
+    with transaction.atomic():
+        team_row = team_get_or_create(name=request.team_id) if request.team_id else None
+        task = Task.objects.create(
+            agent_id=request.agent_id,
+            input=request.input,
+            strategy=request.strategy.value,
+            team=team_row,
+            node_selector=dict(request.node_selector),
+            affinity=request.affinity_policy.value,
+            submitted_by=actor if getattr(actor, "pk", None) else None,
+        )
+        events.task_event(task, "submitted", actor=actor, strategy=task.strategy)
+        if start:
+            _start_after_commit(task)
+    return task
+
+
+def _start_after_commit(task: Task) -> None:
+    from hivemind_web.hub.execution import runtime
+
+    session_id, attempt = str(task.session_id), task.attempts
+    transaction.on_commit(lambda: runtime.start_task(session_id, attempt))
+
+
+def get_task(session_id: Any) -> Task:
+    try:
+        uuid.UUID(str(session_id))
+        return Task.objects.select_related("team", "node").get(session_id=session_id)
+    except (ValueError, Task.DoesNotExist):
+        raise NotFound(f"no task {session_id}") from None
+
+
+def _transition(session_id: Any, attempt: int | None, leaving: Iterable[str], **changes: Any) -> Task | None:
+    """The conditional update at the heart of every transition; the task when it happened."""
+    qs = Task.objects.filter(session_id=session_id, status__in=list(leaving))
+    if attempt is not None:
+        qs = qs.filter(attempts=attempt)
+    if qs.update(updated_at=timezone.now(), **changes) != 1:
+        return None
+    return Task.objects.select_related("team", "node").get(session_id=session_id)
+
+
+def release_slot(node_id: int | None) -> None:
+    """Give back the capacity a bound task held on its node."""
+    if node_id is None:
+        return
+    Node.objects.filter(pk=node_id, running__gt=0).update(
+        running=F("running") - 1, updated_at=timezone.now()
+    )
+    node = Node.objects.filter(pk=node_id).first()
+    if node is not None:
+        from hivemind_web.hub.services.nodes import node_settle_drain
+
+        node_settle_drain(node)
+
+
+@transaction.atomic
+def task_mark_routed(*, session_id: str, attempt: int, route: str, reason: str) -> bool:
+    """Claim the attempt for routing: only one router (of any hub process) wins it."""
+    reason = reason or f"strategy {route}"
+    qs = Task.objects.filter(
+        session_id=session_id, attempts=attempt, status=PENDING, route_reason=""
+    )
+    task = None
+    if qs.update(route=route, route_reason=reason, updated_at=timezone.now()) == 1:
+        task = Task.objects.select_related("team", "node").get(session_id=session_id)
+    if task is not None:
+        events.task_event(task, "routed", route=route, reason=reason)
+    return task is not None
+
+
+@transaction.atomic
+def task_record_fallback(*, session_id: str, attempt: int, reason: str) -> bool:
+    """A scheduling-phase failure: the attempt runs locally instead, reason kept on the task."""
+    task = _transition(
+        session_id,
+        attempt,
+        [PENDING],
+        route=Task.Route.LOCAL,
+        route_reason=f"fell back to local: {reason}",
+        fallback_reason=reason,
+        node=None,
+    )
+    if task is not None:
+        events.task_event(task, "fallback", reason=reason)
+    return task is not None
+
+
+@transaction.atomic
+def task_bind(*, session_id: str, attempt: int, node_name: str) -> bool:
+    """The optimistic bind (DESIGN §3): take a slot on the node only if one is free."""
+    now = timezone.now()
+    taken = Node.objects.filter(
+        name=node_name, status=Node.Status.READY, running__lt=F("capacity")
+    ).update(running=F("running") + 1, updated_at=now)
+    if taken != 1:
+        return False
+    node = Node.objects.get(name=node_name)
+    task = _transition(
+        session_id, attempt, [PENDING], status=SCHEDULED, node=node, route=Task.Route.GOLEM
+    )
+    if task is None:
+        transaction.set_rollback(True)
+        return False
+    events.task_event(task, "scheduled", node=node_name, attempt=attempt)
+    events.publish_node(node)
+    return True
+
+
+@transaction.atomic
+def task_unbind(*, session_id: str, attempt: int, reason: str) -> bool:
+    """Undo a bind whose node never accepted; the task is pending again, its slot returned."""
+    task = Task.objects.filter(session_id=session_id).first()
+    if task is None:
+        return False
+    node_id = task.node_id
+    moved = _transition(
+        session_id, attempt, [SCHEDULED], status=PENDING, node=None, route_reason=""
+    )
+    if moved is None:
+        return False
+    release_slot(node_id)
+    events.task_event(moved, "unbound", reason=reason)
+    return True
+
+
+@transaction.atomic
+def task_mark_running(
+    *, session_id: str, attempt: int, node_name: str | None = None, owner: str = ""
+) -> bool:
+    """pending → running (local) or scheduled → running on ``node_name`` (it accepted)."""
+    now = timezone.now()
+    if node_name is None:
+        task = _transition(
+            session_id, attempt, [PENDING], status=RUNNING, started_at=now, owner=owner,
+            route=Task.Route.LOCAL,
+        )
+    else:
+        qs = Task.objects.filter(
+            session_id=session_id, attempts=attempt, status=SCHEDULED, node__name=node_name
+        )
+        task = None
+        if qs.update(status=RUNNING, started_at=now, updated_at=now) == 1:
+            task = Task.objects.select_related("team", "node").get(session_id=session_id)
+    if task is not None:
+        events.task_event(task, "started", node=node_name, attempt=attempt)
+    return task is not None
+
+
+def _bounded_output(text: str) -> str:
+    limit = hub_limits()["MAX_OUTPUT_BYTES"]
+    data = (text or "").encode()
+    if len(data) <= limit:
+        return text or ""
+    return data[:limit].decode(errors="ignore") + TRUNCATED
+
+
+def task_record_progress(updates: Mapping[str, dict[str, Any]]) -> list[Task]:
+    """Persist coalesced progress and log lines: ``{session_id: {pct, message, lines}}``.
+
+    Only non-terminal tasks are touched; a task's log keeps its last MAX_LOG_LINES lines.
+    """
+    changed: list[Task] = []
+    max_lines = hub_limits()["MAX_LOG_LINES"]
+    with transaction.atomic():
+        tasks = Task.objects.select_for_update().filter(
+            session_id__in=list(updates), status__in=list(ACTIVE)
+        )
+        for task in tasks:
+            update = updates[str(task.session_id)]
+            fields = ["updated_at"]
+            if update.get("pct") is not None:
+                task.progress = max(task.progress, min(100.0, float(update["pct"])))
+                task.message = (update.get("message") or "")[:1000]
+                fields += ["progress", "message"]
+            if update.get("lines"):
+                task.log = (task.log + [str(x)[:2000] for x in update["lines"]])[-max_lines:]
+                fields.append("log")
+            task.save(update_fields=fields)
+            events.publish_task(task)
+            changed.append(task)
+    return changed
+
+
+@transaction.atomic
+def task_finish(
+    *,
+    session_id: str,
+    attempt: int,
+    status: str,
+    output: str = "",
+    error: str = "",
+    node_name: str | None = None,
+    actor: Any = None,
+) -> Task | None:
+    """Record an attempt's end. A failure goes to the team orchestrator, which may retry."""
+    from hivemind_web.hub.services.orchestrator import task_handle_failure
+
+    qs = Task.objects.filter(session_id=session_id, attempts=attempt, status__in=list(ACTIVE))
+    if node_name is not None:
+        qs = qs.filter(node__name=node_name)
+    task = qs.first()
+    if task is None:
+        return None
+    if status == FAILED:
+        return task_handle_failure(task=task, error=error, actor=actor or node_name)
+    now = timezone.now()
+    changes: dict[str, Any] = {"status": status, "finished_at": now, "output": _bounded_output(output)}
+    if status == SUCCEEDED:
+        changes["progress"] = 100.0
+    if error:
+        changes["error"] = error[:10000]
+    done = _transition(session_id, attempt, ACTIVE, **changes)
+    if done is None:
+        return None
+    release_slot(task.node_id)
+    events.task_event(done, status, actor=actor or node_name, node=node_name)
+    return done
+
+
+@transaction.atomic
+def task_cancel(*, session_id: Any, actor: Any) -> Task:
+    """Cancel a task wherever it is; a finished task cannot be cancelled (409)."""
+    task = get_task(session_id)
+    if task.is_terminal:
+        raise TransitionError(ERR_TERMINAL.format(sid=task.session_id, status=task.status))
+    done = _transition(
+        task.session_id, None, ACTIVE, status=CANCELLED, finished_at=timezone.now()
+    )
+    if done is None:  # finished between our read and the update
+        task.refresh_from_db()
+        raise TransitionError(ERR_TERMINAL.format(sid=task.session_id, status=task.status))
+    release_slot(task.node_id)
+    events.task_event(done, "cancelled", actor=actor)
+    _stop_after_commit(task)
+    return done
+
+
+def _stop_after_commit(task: Task) -> None:
+    """Stop the attempt where it runs: a cancel frame to its node, or the local executor."""
+    from hivemind_web.hub.execution import runtime
+
+    sid, node = str(task.session_id), (task.node.name if task.node_id else None)
+    transaction.on_commit(lambda: runtime.stop_task(sid, node))
+
+
+@transaction.atomic
+def task_force_fallback(*, session_id: Any, actor: Any) -> Task:
+    """Run the task locally now: a remote attempt is cancelled on its node (audited)."""
+    task = get_task(session_id)
+    if task.is_terminal:
+        raise TransitionError(ERR_TERMINAL.format(sid=task.session_id, status=task.status))
+    if task.route == Task.Route.LOCAL:
+        raise TransitionError(ERR_ALREADY_LOCAL.format(sid=task.session_id))
+    reason = f"forced to local by {events.actor_name(actor)}"
+    moved = _transition(
+        task.session_id,
+        task.attempts,
+        ACTIVE,
+        status=PENDING,
+        node=None,
+        route=Task.Route.LOCAL,
+        force_local=True,
+        fallback_reason=reason,
+        route_reason="",
+        attempts=F("attempts") + 1,
+        progress=0.0,
+        message="",
+    )
+    if moved is None:
+        raise TransitionError(f"task {task.session_id} changed meanwhile; try again")
+    release_slot(task.node_id)
+    events.task_event(
+        moved, "force_fallback", actor=actor, from_node=task.node.name if task.node_id else None
+    )
+    if task.status in BOUND:
+        _stop_after_commit(task)
+    _start_after_commit(moved)
+    return moved

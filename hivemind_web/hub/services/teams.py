@@ -1,0 +1,76 @@
+"""Team services: creation and policy edits."""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+
+from executor_core.labels import label_value_error
+from hivemind_web.hub.models import Team
+from hivemind_web.hub.services.errors import NotFound, ServiceValidationError
+
+ERR_TEAM_NAME = "team name must be 1-63 characters: letters, digits, '-', '_' or '.'"
+ERR_MAX_RETRIES = "max_retries must be between 0 and 100"
+ERR_ON_FAILURE = "on_failure must be one of: retry, fallback_local, fail"
+
+
+def validate_team_name(name: object) -> str | None:
+    if not isinstance(name, str) or not name or label_value_error("team", name):
+        return ERR_TEAM_NAME
+    return None
+
+
+def _validate(on_failure: str | None, max_retries: int | None) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    if on_failure is not None and on_failure not in Team.OnFailure.values:
+        errors["on_failure"] = ERR_ON_FAILURE
+    if max_retries is not None and not (
+        isinstance(max_retries, int) and 0 <= max_retries <= 100
+    ):
+        errors["max_retries"] = ERR_MAX_RETRIES
+    return errors
+
+
+def team_get_or_create(*, name: str) -> Team:
+    """The named team, created with the default policy when it does not exist yet."""
+    if problem := validate_team_name(name):
+        raise ServiceValidationError({"team": problem})
+    team = Team.objects.filter(name=name).first()
+    if team is not None:
+        return team
+    try:
+        with transaction.atomic():
+            return Team.objects.create(name=name)
+    except IntegrityError:  # created concurrently: take the winner's row
+        return Team.objects.get(name=name)
+
+
+@transaction.atomic
+def team_create(
+    *, name: str, on_failure: str = Team.OnFailure.RETRY, max_retries: int = 1
+) -> Team:
+    errors = _validate(on_failure, max_retries)
+    if problem := validate_team_name(name):
+        errors["name"] = problem
+    elif Team.objects.filter(name=name).exists():
+        errors["name"] = f"a team named {name!r} already exists"
+    if errors:
+        raise ServiceValidationError(errors)
+    return Team.objects.create(name=name, on_failure=on_failure, max_retries=max_retries)
+
+
+@transaction.atomic
+def team_update(
+    *, name: str, on_failure: str | None = None, max_retries: int | None = None
+) -> Team:
+    errors = _validate(on_failure, max_retries)
+    if errors:
+        raise ServiceValidationError(errors)
+    team = Team.objects.select_for_update().filter(name=name).first()
+    if team is None:
+        raise NotFound(f"no team named {name!r}")
+    if on_failure is not None:
+        team.on_failure = on_failure
+    if max_retries is not None:
+        team.max_retries = max_retries
+    team.save(update_fields=["on_failure", "max_retries"])
+    return team

@@ -1,0 +1,175 @@
+"""Settings of the Hivemind hub, read from the environment (DESIGN §8).
+
+Embedded defaults: SQLite in ``HIVEMIND_DATA_DIR`` (default ``var/`` in the repository), the
+in-memory channel layer, a secret key generated on first run. Production sets ``DATABASE_URL``
+(PostgreSQL), ``HIVEMIND_REDIS_URL`` (several hub processes), ``SECRET_KEY`` and
+``ALLOWED_HOSTS``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from hivemind_web.config import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    persistent_secret,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("HIVEMIND_DATA_DIR", str(BASE_DIR / "var")))
+
+SECRET_KEY = env_str("SECRET_KEY") or persistent_secret(DATA_DIR / "secret_key")
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "channels",
+    "hivemind_web.hub",
+    "hivemind_web.dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "hivemind_web.urls"
+ASGI_APPLICATION = "hivemind_web.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_SQLITE_URL = f"sqlite:///{DATA_DIR / 'hivemind.sqlite3'}"
+DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL") or _SQLITE_URL, conn_max_age=0)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    # WAL lets readers work while one writer commits; IMMEDIATE takes the write lock at BEGIN,
+    # so concurrent writers queue on the busy timeout instead of failing on lock upgrade.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("HIVEMIND_REDIS_URL")
+# The default capacity (100 per channel) silently drops bursts (DESIGN §9): set it explicitly.
+CHANNEL_CAPACITY = env_int("HIVEMIND_CHANNEL_CAPACITY", 5000, minimum=100)
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "capacity": CHANNEL_CAPACITY,
+                "prefix": env_str("HIVEMIND_REDIS_PREFIX", "hivemind"),
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": CHANNEL_CAPACITY},
+        }
+    }
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+# Serve straight from the finders: no collectstatic step for the embedded hub.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["hivemind_web.hub.api.permissions.CanViewHub"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "hivemind_web.hub.api.errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Hivemind API",
+    "DESCRIPTION": "Submit SubAgent tasks, watch them, and manage Golem nodes and teams.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("HIVEMIND_LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
+
+# Hivemind's own knobs (DESIGN §8).
+HIVEMIND = {
+    "LOCAL_CONCURRENCY": env_int("HIVEMIND_LOCAL_CONCURRENCY", 4, minimum=1, maximum=1024),
+    "LOCAL_QUEUE_LIMIT": env_int("HIVEMIND_LOCAL_QUEUE_LIMIT", 1000, minimum=1),
+    "MAX_INPUT_BYTES": env_int("HIVEMIND_MAX_INPUT_BYTES", 256 * 1024, minimum=1),
+    "MAX_OUTPUT_BYTES": env_int("HIVEMIND_MAX_OUTPUT_BYTES", 256 * 1024, minimum=1),
+    "MAX_LOG_LINES": env_int("HIVEMIND_MAX_LOG_LINES", 500, minimum=1),
+    "JOIN_TOKEN": env_str("HIVEMIND_JOIN_TOKEN"),
+    "HEARTBEAT_INTERVAL": env_float("HIVEMIND_HEARTBEAT_INTERVAL", 5.0, minimum=0.1),
+    "HEARTBEAT_GRACE": env_float("HIVEMIND_HEARTBEAT_GRACE", 15.0, minimum=0.1),
+    "LOST_AFTER": env_float("HIVEMIND_LOST_AFTER", 30.0, minimum=0.1),
+    "ASSIGN_TIMEOUT": env_float("HIVEMIND_ASSIGN_TIMEOUT", 10.0, minimum=0.1),
+    "PROGRESS_FLUSH": env_float("HIVEMIND_PROGRESS_FLUSH", 0.25, minimum=0.01),
+    "BIND_RETRIES": env_int("HIVEMIND_BIND_RETRIES", 3, minimum=1),
+    "LOAD_HISTORY_SECONDS": env_int("HIVEMIND_LOAD_HISTORY_SECONDS", 600, minimum=10),
+}
