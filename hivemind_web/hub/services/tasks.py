@@ -23,6 +23,7 @@ from executor_core.types import (
     RequestValidationError,
     TaskStatus,
 )
+from hivemind_web.hub import broadcast
 from hivemind_web.hub.models import Node, Task
 from hivemind_web.hub.services import events
 from hivemind_web.hub.services.errors import NotFound, ServiceValidationError, TransitionError
@@ -314,6 +315,11 @@ def task_record_progress(updates: Mapping[str, dict[str, Any]]) -> list[Task]:
                 fields.append("log")
             task.save(update_fields=fields)
             events.publish_task(task)
+            if update.get("lines"):
+                broadcast.send_after_commit(
+                    broadcast.task_group(str(task.session_id)),
+                    {"type": "task.log", "session_id": str(task.session_id), "lines": update["lines"]},
+                )
             changed.append(task)
     return changed
 

@@ -1,0 +1,378 @@
+"""The node protocol: versioned JSON frames between a Golem node and the hub (DESIGN §6).
+
+Every frame is a JSON object ``{"type": ..., "v": 1, ...fields}``. Both sides import this
+module: the node parses hub frames with ``parse_frame(text, direction="hub")`` and the hub
+parses node frames with ``direction="node"`` (the direction names the sender). Each message
+type is defined once, in ``MESSAGES``: who sends it and a validator per field. Unknown or
+missing fields, wrong types and oversized frames are refused with a ``ProtocolError`` whose
+``code`` is one of the constants below, so a peer can answer with an ``error`` frame.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal
+
+from executor_core.labels import label_key_error, label_value_error
+from executor_core.types import ExecutorError
+
+PROTOCOL_VERSION = 1
+WS_PATH = "ws/nodes/"
+REGISTER_PATH = "api/v1/nodes/register/"
+
+Direction = Literal["node", "hub"]
+NODE: Direction = "node"
+HUB: Direction = "hub"
+
+# Bounds. A frame is measured in UTF-8 bytes; text fields in characters.
+MAX_FRAME_BYTES = 1024 * 1024
+MAX_PAYLOAD_CHARS = 256 * 1024  # a task's input or output
+MAX_ERROR_CHARS = 16 * 1024
+MAX_MESSAGE_CHARS = 1024  # progress messages, rejection reasons, error frames
+MAX_LOG_LINES = 100  # per task.log frame
+MAX_LOG_LINE_CHARS = 2000
+MAX_ID_CHARS = 128  # session ids, agent ids
+MAX_CAPACITY = 1024
+MAX_AGENTS = 256
+MAX_LABELS = 64
+
+# ProtocolError codes.
+FRAME_TOO_LARGE = "frame_too_large"
+INVALID_JSON = "invalid_json"
+NOT_AN_OBJECT = "not_an_object"
+UNSUPPORTED_VERSION = "unsupported_version"
+UNKNOWN_TYPE = "unknown_type"
+WRONG_DIRECTION = "wrong_direction"
+MISSING_FIELD = "missing_field"
+UNEXPECTED_FIELD = "unexpected_field"
+INVALID_FIELD = "invalid_field"
+
+# WebSocket close codes a hub may use after the handshake; the node treats both as fatal.
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+
+# Task outcomes a node reports in task.finished.
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+FINISHED_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class ProtocolError(ExecutorError, ValueError):
+    """A frame that breaks the protocol. ``code`` is machine-readable, ``message`` precise."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Message:
+    """One validated frame: its type and its fields (``v`` and ``type`` removed)."""
+
+    type: str
+    fields: Mapping[str, Any]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.fields[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name, default)
+
+
+class _Invalid(Exception):
+    """Raised by a field validator; turned into INVALID_FIELD with the field's name."""
+
+
+Validator = Callable[[Any], Any]
+
+
+def node_name_error(name: object) -> str | None:
+    """Why ``name`` is not a valid node name (a lowercase DNS label), or None."""
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty string"
+    if len(name) > 63 or not _DNS_LABEL.match(name):
+        return (
+            "must be a DNS label: at most 63 lowercase letters, digits or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return None
+
+
+def _text(max_chars: int, *, nonempty: bool = False) -> Validator:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise _Invalid("must be a string")
+        if nonempty and not value:
+            raise _Invalid("must not be empty")
+        if len(value) > max_chars:
+            raise _Invalid(f"must be at most {max_chars} characters (got {len(value)})")
+        return value
+
+    return check
+
+
+def _integer(lo: int, hi: int | None = None) -> Validator:
+    def check(value: Any) -> int:
+        # bool is an int subclass; true/false is never a count.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _Invalid("must be an integer")
+        if value < lo or (hi is not None and value > hi):
+            bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+            raise _Invalid(f"must be {bound} (got {value})")
+        return value
+
+    return check
+
+
+def _number(lo: float, hi: float) -> Validator:
+    def check(value: Any) -> float:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise _Invalid("must be a number")
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise _Invalid(f"must be between {lo:g} and {hi:g} (got {value!r})")
+        return float(value)
+
+    return check
+
+
+def _choice(*choices: str) -> Validator:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise _Invalid(f"must be one of {', '.join(choices)} (got {value!r})")
+        return value
+
+    return check
+
+
+def _text_list(max_items: int, max_chars: int) -> Validator:
+    item = _text(max_chars)
+
+    def check(value: Any) -> list[str]:
+        if not isinstance(value, list):
+            raise _Invalid("must be a list of strings")
+        if len(value) > max_items:
+            raise _Invalid(f"must hold at most {max_items} items (got {len(value)})")
+        for i, v in enumerate(value):
+            try:
+                item(v)
+            except _Invalid as exc:
+                raise _Invalid(f"item {i} {exc}") from None
+        return list(value)
+
+    return check
+
+
+def _node_name(value: Any) -> str:
+    problem = node_name_error(value)
+    if problem:
+        raise _Invalid(problem)
+    return value
+
+
+def _labels(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise _Invalid("must be an object of label keys to values")
+    if len(value) > MAX_LABELS:
+        raise _Invalid(f"must hold at most {MAX_LABELS} labels (got {len(value)})")
+    for key, val in value.items():
+        problem = label_key_error(key) or label_value_error(key, val)
+        if problem:
+            raise _Invalid(problem)
+    return dict(value)
+
+
+_session_id = _text(MAX_ID_CHARS, nonempty=True)
+_attempt = _integer(1)
+
+
+def _running_tasks(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise _Invalid("must be a list of {session_id, attempt} objects")
+    if len(value) > MAX_CAPACITY:
+        raise _Invalid(f"must hold at most {MAX_CAPACITY} items (got {len(value)})")
+    tasks = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) != {"session_id", "attempt"}:
+            raise _Invalid(f"item {i} must be an object with exactly session_id and attempt")
+        try:
+            tasks.append({"session_id": _session_id(item["session_id"]), "attempt": _attempt(item["attempt"])})
+        except _Invalid as exc:
+            raise _Invalid(f"item {i} {exc}") from None
+    return tasks
+
+
+@dataclass(frozen=True)
+class MessageSpec:
+    sender: Direction
+    fields: Mapping[str, Validator]
+
+
+# The one definition of every message: its sender and its fields, all required.
+MESSAGES: Mapping[str, MessageSpec] = MappingProxyType(
+    {
+        # node -> hub
+        "hello": MessageSpec(
+            NODE,
+            {
+                "name": _node_name,
+                "version": _text(64, nonempty=True),
+                "labels": _labels,
+                "capacity": _integer(1, MAX_CAPACITY),
+                "agents": _text_list(MAX_AGENTS, MAX_ID_CHARS),
+                "running": _running_tasks,
+            },
+        ),
+        "heartbeat": MessageSpec(
+            NODE,
+            {
+                "running": _integer(0, MAX_CAPACITY),
+                "cpu": _number(0, 100),
+                "mem": _number(0, 100),
+                "peak": _integer(0, MAX_CAPACITY),
+            },
+        ),
+        "task.accepted": MessageSpec(NODE, {"session_id": _session_id, "attempt": _attempt}),
+        "task.rejected": MessageSpec(
+            NODE,
+            {
+                "session_id": _session_id,
+                "attempt": _attempt,
+                "reason": _text(MAX_MESSAGE_CHARS, nonempty=True),
+            },
+        ),
+        "task.progress": MessageSpec(
+            NODE,
+            {
+                "session_id": _session_id,
+                "pct": _number(0, 100),
+                "message": _text(MAX_MESSAGE_CHARS),
+            },
+        ),
+        "task.log": MessageSpec(
+            NODE,
+            {"session_id": _session_id, "lines": _text_list(MAX_LOG_LINES, MAX_LOG_LINE_CHARS)},
+        ),
+        "task.finished": MessageSpec(
+            NODE,
+            {
+                "session_id": _session_id,
+                "attempt": _attempt,
+                "status": _choice(*FINISHED_STATUSES),
+                "output": _text(MAX_PAYLOAD_CHARS),
+                "error": _text(MAX_ERROR_CHARS),
+            },
+        ),
+        "draining": MessageSpec(NODE, {}),
+        # hub -> node
+        "welcome": MessageSpec(
+            HUB, {"node": _node_name, "heartbeat_interval": _number(0.01, 3600)}
+        ),
+        "task.assign": MessageSpec(
+            HUB,
+            {
+                "session_id": _session_id,
+                "agent_id": _text(MAX_ID_CHARS, nonempty=True),
+                "input": _text(MAX_PAYLOAD_CHARS),
+                "attempt": _attempt,
+            },
+        ),
+        "task.cancel": MessageSpec(HUB, {"session_id": _session_id}),
+        "drain": MessageSpec(HUB, {}),
+        "ack": MessageSpec(HUB, {"session_id": _session_id, "attempt": _attempt}),
+        "error": MessageSpec(
+            HUB, {"code": _text(64, nonempty=True), "message": _text(MAX_MESSAGE_CHARS)}
+        ),
+    }
+)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_size(text: str) -> None:
+    # A character is at most 4 UTF-8 bytes: only encode when the length alone cannot decide.
+    if len(text) > MAX_FRAME_BYTES or (
+        len(text) * 4 > MAX_FRAME_BYTES and len(text.encode("utf-8")) > MAX_FRAME_BYTES
+    ):
+        raise ProtocolError(FRAME_TOO_LARGE, f"frame is larger than {MAX_FRAME_BYTES} bytes")
+
+
+def _validate(type_: str, raw: Mapping[str, Any], spec: MessageSpec) -> Message:
+    extra = sorted(set(raw) - set(spec.fields))
+    if extra:
+        raise ProtocolError(UNEXPECTED_FIELD, f"{type_}: unexpected field {extra[0]!r}")
+    fields: dict[str, Any] = {}
+    for name, check in spec.fields.items():
+        if name not in raw:
+            raise ProtocolError(MISSING_FIELD, f"{type_}: missing field {name!r}")
+        try:
+            fields[name] = check(raw[name])
+        except _Invalid as exc:
+            raise ProtocolError(INVALID_FIELD, f"{type_}.{name} {exc}") from None
+    return Message(type_, MappingProxyType(fields))
+
+
+def parse_frame(text: str | bytes, *, direction: Direction) -> Message:
+    """Validate one frame sent by ``direction`` ("node" or "hub") and return it."""
+    if isinstance(text, bytes | bytearray):
+        raise ProtocolError(NOT_AN_OBJECT, "frame must be a text frame, not binary")
+    _check_size(text)
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise ProtocolError(INVALID_JSON, f"frame is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(NOT_AN_OBJECT, f"frame must be a JSON object, not {_kind(data)}")
+    type_ = data.pop("type", None)
+    if type_ is None:
+        raise ProtocolError(MISSING_FIELD, "frame has no 'type'")
+    if not isinstance(type_, str):
+        raise ProtocolError(INVALID_FIELD, f"'type' must be a string, not {_kind(type_)}")
+    if "v" not in data:
+        raise ProtocolError(MISSING_FIELD, f"{type_}: missing protocol version 'v'")
+    version = data.pop("v")
+    if version != PROTOCOL_VERSION or isinstance(version, bool):
+        raise ProtocolError(
+            UNSUPPORTED_VERSION,
+            f"{type_}: protocol version {version!r} is not supported (expected {PROTOCOL_VERSION})",
+        )
+    spec = MESSAGES.get(type_)
+    if spec is None:
+        raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {type_!r}")
+    if spec.sender != direction:
+        raise ProtocolError(
+            WRONG_DIRECTION, f"{type_!r} is sent by the {spec.sender}, not the {direction}"
+        )
+    return _validate(type_, data, spec)
+
+
+def encode(type_: str, /, **fields: Any) -> str:
+    """Build a frame of ``type_``, validated like a received one (ProtocolError otherwise)."""
+    spec = MESSAGES.get(type_)
+    if spec is None:
+        raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {type_!r}")
+    message = _validate(type_, fields, spec)
+    text = json.dumps(
+        {"type": type_, "v": PROTOCOL_VERSION, **message.fields},
+        ensure_ascii=False,
+        separators=(",", ":"),
+        allow_nan=False,
+    )
+    _check_size(text)
+    return text
+
+
+def _kind(value: object) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, int | float) else type(value).__name__
+    )

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import pytest
+
+from executor_core import (
+    ExecuteRequest,
+    ExecutionStrategy,
+    ExecutorError,
+    NodeAffinityPolicy,
+    RequestValidationError,
+)
+
+VALID = {"agent_id": "echo", "session_id": "s-1", "input": "hello"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "fragment"),
+    [
+        ({"agent_id": ""}, "agent_id", "non-empty"),
+        ({"agent_id": "   "}, "agent_id", "non-empty"),
+        ({"agent_id": None}, "agent_id", "non-empty"),
+        ({"session_id": ""}, "session_id", "non-empty"),
+        ({"input": None}, "input", "must be a string"),
+        ({"strategy": "fast"}, "strategy", "unknown strategy 'fast'"),
+        ({"affinity_policy": "cluster"}, "affinity_policy", "unknown affinity policy 'cluster'"),
+        ({"affinity_policy": "require_colocate"}, "affinity_policy", "requires a team"),
+        (
+            {"affinity_policy": "require_spread", "team_id": ""},
+            "affinity_policy",
+            "requires a team",
+        ),
+        ({"node_selector": {"-gpu": "true"}}, "node_selector", "label key '-gpu'"),
+        ({"node_selector": {"Example.com/gpu": "x"}}, "node_selector", "DNS subdomain"),
+        ({"node_selector": {"": "x"}}, "node_selector", "non-empty"),
+        ({"node_selector": {"gpu": "a b"}}, "node_selector", "value 'a b'"),
+        ({"node_selector": {"gpu": "x" * 64}}, "node_selector", "1-63 characters"),
+        ({"node_selector": {"gpu": 1}}, "node_selector", "value must be a string"),
+        ({"node_selector": ["gpu"]}, "node_selector", "must be a mapping"),
+    ],
+)
+def test_it_rejects_an_invalid_request_naming_the_field(changes, field, fragment):
+    with pytest.raises(RequestValidationError) as caught:
+        ExecuteRequest(**{**VALID, **changes})
+
+    assert caught.value.field == field
+    assert fragment in str(caught.value)
+    assert isinstance(caught.value, ExecutorError)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_it_lists_the_known_strategies_when_one_is_unknown():
+    with pytest.raises(RequestValidationError, match="expected one of local, golem, auto"):
+        ExecuteRequest(**VALID, strategy="fast")
+
+
+def test_it_normalises_strings_to_enums_and_an_empty_team_to_none():
+    request = ExecuteRequest(
+        **VALID,
+        strategy="golem",
+        affinity_policy="prefer_spread",
+        team_id="",
+        node_selector={"example.com/gpu": "true", "zone": ""},
+    )
+
+    assert request.strategy is ExecutionStrategy.GOLEM
+    assert request.affinity_policy is NodeAffinityPolicy.PREFER_SPREAD
+    assert request.team_id is None
+    assert request.node_selector == {"example.com/gpu": "true", "zone": ""}
+
+
+def test_a_require_policy_is_valid_with_a_team():
+    request = ExecuteRequest(**VALID, team_id="red", affinity_policy="require_colocate")
+
+    assert request.affinity_policy.requires_team
+
+
+def test_the_default_strategy_is_auto_without_affinity():
+    request = ExecuteRequest(**VALID)
+
+    assert request.strategy is ExecutionStrategy.AUTO
+    assert request.affinity_policy is NodeAffinityPolicy.NONE

@@ -1,0 +1,272 @@
+"""Real processes for end-to-end tests: a daphne hub and hivemind-node agents.
+
+The hub runs as ``daphne hivemind_web.asgi:application`` in a subprocess with its own data
+directory (file-backed SQLite) or a PostgreSQL database, and short timings so failure tests
+run in seconds. Nodes are ``python -m executor_core.node.cli`` subprocesses joining with the
+hub's join token. Everything talks over loopback only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+FAST_TIMINGS = {
+    "HIVEMIND_HEARTBEAT_INTERVAL": "0.5",
+    "HIVEMIND_HEARTBEAT_GRACE": "2",
+    "HIVEMIND_LOST_AFTER": "4",
+    "HIVEMIND_ASSIGN_TIMEOUT": "3",
+    "HIVEMIND_PROGRESS_FLUSH": "0.1",
+}
+ROLE_PASSWORD = "correct-horse-battery"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(
+    predicate: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition"
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def create_pg_database() -> str:
+    """A fresh PostgreSQL database for one hub; returns its URL."""
+    import psycopg
+
+    name = f"hivemind_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class LiveHub:
+    """One hub process. ``restart()`` keeps its database: state must survive."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        database_url: str = "",
+        redis_url: str = "",
+        extra_env: dict[str, str] | None = None,
+        instance: str = "hub-test",
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.join_token = "join-" + uuid.uuid4().hex
+        self.env = {
+            **os.environ,
+            **FAST_TIMINGS,
+            "HIVEMIND_DATA_DIR": str(data_dir),
+            "HIVEMIND_JOIN_TOKEN": self.join_token,
+            "HIVEMIND_INSTANCE": instance,
+            "SECRET_KEY": "test-secret-key-" + uuid.uuid4().hex,
+            "DATABASE_URL": database_url,
+            "HIVEMIND_REDIS_URL": redis_url,
+            "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
+        }
+        self.env.pop("DJANGO_SETTINGS_MODULE", None)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / f"hub-{self.port}.log"
+
+    def manage(self, *args: str, input: str | None = None) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=REPO, env=self.env, capture_output=True, text=True, input=input, timeout=120,
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout
+
+    def start(self, *, migrate: bool = True) -> LiveHub:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if migrate:
+            self.manage("migrate", "--verbosity", "0")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+             "hivemind_web.asgi:application"],
+            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        wait_for(self._healthy, timeout=30, what=f"the hub on {self.url}")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"the hub exited:\n{self.log()}")
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> LiveHub:
+        self.stop()
+        return self.start(migrate=False)
+
+    def create_user(self, username: str, role: str | None) -> str:
+        """A user in the group ``role`` (viewer/operator/admin, or None); returns an API token."""
+        script = (
+            "from django.contrib.auth.models import Group, User\n"
+            "from rest_framework.authtoken.models import Token\n"
+            f"u, _ = User.objects.get_or_create(username={username!r})\n"
+            f"u.set_password({ROLE_PASSWORD!r}); u.save()\n"
+            f"role = {role!r}\n"
+            "if role: u.groups.add(Group.objects.get(name=role))\n"
+            "print(Token.objects.get_or_create(user=u)[0].key)\n"
+        )
+        return self.manage("shell", "-c", script).strip().splitlines()[-1]
+
+    def api(
+        self, method: str, path: str, *, token: str | None = None, body: Any = None
+    ) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if token:
+            request.add_header("Authorization", f"Token {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                return exc.code, json.loads(raw)
+            except ValueError:
+                return exc.code, raw.decode(errors="replace")
+
+
+class NodeProcess:
+    """A real ``hivemind-node`` process."""
+
+    def __init__(
+        self,
+        hub: LiveHub,
+        name: str,
+        *,
+        labels: str = "",
+        capacity: int = 2,
+        agents: str | None = None,
+        state_dir: Path | None = None,
+        heartbeat: float = 0.5,
+    ) -> None:
+        self.hub, self.name = hub, name
+        self.state_dir = state_dir or hub.data_dir / "nodes"
+        self.args = [
+            sys.executable, "-m", "executor_core.node.cli",
+            "--hub", hub.url, "--name", name, "--capacity", str(capacity),
+            "--join-token", hub.join_token, "--state-dir", str(self.state_dir),
+            "--heartbeat", str(heartbeat), "--max-backoff", "1",
+        ]
+        if labels:
+            self.args += ["--labels", labels]
+        if agents:
+            self.args += ["--agents", agents]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = hub.data_dir / f"node-{name}.log"
+
+    def start(self) -> NodeProcess:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            self.args, cwd=REPO, env=self.hub.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        return self
+
+    def wait_ready(self, token: str, timeout: float = 20) -> None:
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"node {self.name} exited:\n{self.log()}")
+            status, body = self.hub.api("GET", f"/api/v1/nodes/{self.name}/", token=token)
+            return status == 200 and body["status"] == "ready"
+
+        wait_for(ready, timeout=timeout, what=f"node {self.name} ready")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except FileNotFoundError:
+            return ""
+
+    def stats(self) -> dict[str, Any]:
+        path = self.state_dir / f"{self.name}.stats.json"
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def terminate(self, timeout: float = 40) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
