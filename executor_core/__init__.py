@@ -23,6 +23,7 @@ from executor_core.executors import (
 from executor_core.index import NodeTaskIndex
 from executor_core.observer import NullObserver, Observer, RecordingObserver
 from executor_core.router import ExecutionRouter, RouteDecision
+from executor_core.scheduling.types import SchedulingError
 from executor_core.types import (
     AgentFailure,
     AtCapacityError,
@@ -68,6 +69,7 @@ __all__ = [
     "RecordingObserver",
     "RequestValidationError",
     "RouteDecision",
+    "SchedulingError",
     "TaskStatus",
     "UnknownAgentError",
     "UnregisteredStrategyError",

@@ -337,6 +337,8 @@ class GolemExecutor:
             raise
         if result.node is None:
             result = dataclasses.replace(result, node=placement.node)
+        if result.status is TaskStatus.RUNNING:  # the node accepted: the run has started
+            self._observer.on_started(request, self.name)
         await self.report_result(request, result)
         return result
 

@@ -63,7 +63,7 @@ class ExecutionRouter:
         local = self._executors.get(ExecutionStrategy.LOCAL)
         golem = self._executors.get(ExecutionStrategy.GOLEM)
         if local is None and golem is None:
-            self._require(ExecutionStrategy.LOCAL)  # raises, naming what is registered
+            raise UnregisteredStrategyError(self._unregistered(ExecutionStrategy.AUTO))
         if golem is None:
             return RouteDecision(local, ExecutionStrategy.LOCAL, REASON_NO_GOLEM)
         if local is None:
@@ -84,11 +84,12 @@ class ExecutionRouter:
     def _require(self, strategy: ExecutionStrategy) -> Executor:
         executor = self._executors.get(strategy)
         if executor is None:
-            registered = ", ".join(s.value for s in self._executors) or "none"
-            raise UnregisteredStrategyError(
-                ERR_UNREGISTERED.format(strategy=strategy.value, registered=registered)
-            )
+            raise UnregisteredStrategyError(self._unregistered(strategy))
         return executor
+
+    def _unregistered(self, strategy: ExecutionStrategy) -> str:
+        registered = ", ".join(s.value for s in self._executors) or "none"
+        return ERR_UNREGISTERED.format(strategy=strategy.value, registered=registered)
 
 
 def _load_fraction(executor: Executor) -> float:

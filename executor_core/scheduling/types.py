@@ -9,6 +9,29 @@ from typing import Protocol
 from executor_core.types import ExecutorError, NodeAffinityPolicy
 
 
+class NodeView(Protocol):
+    """The read-only face of a node that filter and score plugins look at.
+
+    NodeInfo is one; the cluster passes its own live records, which have the same attributes,
+    so explaining a failure does not copy every node.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def running(self) -> int: ...
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def cordoned(self) -> bool: ...
+    @property
+    def agents(self) -> frozenset[str]: ...
+
+
 @dataclass(frozen=True)
 class NodeInfo:
     """What the scheduler knows of one node. Empty ``agents`` means it runs any agent."""

@@ -16,7 +16,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from executor_core.executors import DispatchError
-from executor_core.scheduling import Placement
+from executor_core.scheduling.types import Placement
 from executor_core.types import ExecuteRequest, ExecutionResult, TaskStatus
 from hivemind_web.hub.broadcast import node_group
 from hivemind_web.hub.models import Task

@@ -25,9 +25,9 @@ from executor_core import (
     LocalExecutor,
     NodeTaskIndex,
     NullObserver,
-    default_registry,
 )
 from executor_core.types import AtCapacityError, ExecutionResult, ExecutorError, TaskStatus
+from hivemind_web.hub.agents import hub_registry
 from hivemind_web.hub.broadcast import node_group
 from hivemind_web.hub.execution import loop as hub_loop
 from hivemind_web.hub.execution.dispatcher import NodeDispatcher
@@ -100,7 +100,7 @@ class Runtime:
     def __init__(self, registry: AgentRegistry | None = None) -> None:
         cfg = settings.HIVEMIND
         self.cfg = cfg
-        self.registry = registry or default_registry()
+        self.registry = registry or hub_registry()
         self.writer = OrderedWriter()
         self.progress = ProgressCoalescer(self.writer, cfg["PROGRESS_FLUSH"])
         self.observer = HubObserver(self)
@@ -269,10 +269,6 @@ def stop_task(session_id: str, node: str | None) -> None:
 def send_drain(node: str) -> None:
     layer = get_channel_layer()
     hub_loop.submit(layer.group_send(node_group(node), {"type": "node.drain"}))
-
-
-def local_agent_names() -> list[str]:
-    return get_runtime().registry.names()
 
 
 def local_queue_full() -> bool:

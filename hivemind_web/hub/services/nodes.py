@@ -235,9 +235,9 @@ def node_uncordon(*, name: str, actor: Any) -> Node:
 def node_drain(*, name: str, actor: Any) -> Node:
     """No new work; the node shows draining until its tasks end, then stays cordoned."""
     node = _set_intent(name, draining=True)
-    from hivemind_web.hub.execution import runtime
+    from hivemind_web.hub.services.tasks import _runtime
 
-    transaction.on_commit(lambda: runtime.send_drain(name))
+    transaction.on_commit(lambda: _runtime().send_drain(name))
     with transaction.atomic():
         node_settle_drain(node)
     return node

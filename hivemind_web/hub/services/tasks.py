@@ -24,6 +24,7 @@ from executor_core.types import (
     TaskStatus,
 )
 from hivemind_web.hub import broadcast
+from hivemind_web.hub.agents import hub_registry
 from hivemind_web.hub.models import Node, Task
 from hivemind_web.hub.services import events
 from hivemind_web.hub.services.errors import NotFound, ServiceValidationError, TransitionError
@@ -50,9 +51,7 @@ def hub_limits() -> dict[str, Any]:
 
 def known_agents() -> list[str]:
     """Agents the hub can run: its own registry plus every agent a node advertises."""
-    from hivemind_web.hub.execution.runtime import local_agent_names
-
-    names = set(local_agent_names())
+    names = set(hub_registry().names())
     for agents in Node.objects.exclude(agents=[]).values_list("agents", flat=True):
         names.update(agents)
     return sorted(names)
@@ -152,11 +151,15 @@ def task_submit(
     return task
 
 
-def _start_after_commit(task: Task) -> None:
+def _runtime():  # noqa: ANN202 - imported late: services must not pull in the runtime
     from hivemind_web.hub.execution import runtime
 
+    return runtime
+
+
+def _start_after_commit(task: Task) -> None:
     session_id, attempt = str(task.session_id), task.attempts
-    transaction.on_commit(lambda: runtime.start_task(session_id, attempt))
+    transaction.on_commit(lambda: _runtime().start_task(session_id, attempt))
 
 
 def get_task(session_id: Any) -> Task:
@@ -380,10 +383,8 @@ def task_cancel(*, session_id: Any, actor: Any) -> Task:
 
 def _stop_after_commit(task: Task) -> None:
     """Stop the attempt where it runs: a cancel frame to its node, or the local executor."""
-    from hivemind_web.hub.execution import runtime
-
     sid, node = str(task.session_id), (task.node.name if task.node_id else None)
-    transaction.on_commit(lambda: runtime.stop_task(sid, node))
+    transaction.on_commit(lambda: _runtime().stop_task(sid, node))
 
 
 @transaction.atomic

@@ -1,0 +1,115 @@
+"""Team affinity (DESIGN §5): where a team's members go relative to each other.
+
+``members`` maps node name → active tasks of the request's team on it (the team_nodes hint
+with empty entries dropped).
+
+| policy           | filter                                           | score                 |
+|------------------|--------------------------------------------------|-----------------------|
+| none             | -                                                | least loaded          |
+| prefer_colocate  | -                                                | bonus on team nodes   |
+| require_colocate | only team nodes (any node before the first one)  | least loaded          |
+| prefer_spread    | -                                                | penalty per member    |
+| require_spread   | no team node                                     | least loaded          |
+
+Every score is 0-100 and is a single correctly rounded division of integers, so two nodes
+with the same free fraction score exactly the same and the tie-break (fewest running, then
+name) decides between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from executor_core.scheduling.types import NodeView, ScheduleRequest
+from executor_core.types import NodeAffinityPolicy
+
+NAME = "TeamAffinity"
+REASON_COLOCATE = "not on a node of team {team} (require_colocate)"
+REASON_SPREAD = "already hosting a member of team {team} (require_spread)"
+
+Scorer = Callable[[int, int, int], float]
+# Policies are compared with == so a plain string ("require_spread") works as well.
+_REQUIRED = frozenset({NodeAffinityPolicy.REQUIRE_COLOCATE, NodeAffinityPolicy.REQUIRE_SPREAD})
+
+
+def members(team_nodes: Mapping[str, int]) -> dict[str, int]:
+    """The nodes that really host a team member (a count of zero or less is no member)."""
+    return {node: count for node, count in team_nodes.items() if count > 0}
+
+
+def restricts_to_team(policy: NodeAffinityPolicy, team: Mapping[str, int]) -> bool:
+    """True when only the team's nodes can qualify, so nothing else needs a look."""
+    return policy == NodeAffinityPolicy.REQUIRE_COLOCATE and bool(team)
+
+
+def filters(policy: NodeAffinityPolicy, team: Mapping[str, int]) -> bool:
+    """True when ``allows`` can rule a node out for this policy and team."""
+    return policy in _REQUIRED and bool(team)
+
+
+def allows(policy: NodeAffinityPolicy, node_name: str, team: Mapping[str, int]) -> bool:
+    """Whether the policy lets a member of the team (placed as ``team``) go to the node."""
+    if policy == NodeAffinityPolicy.REQUIRE_COLOCATE:
+        return not team or node_name in team
+    if policy == NodeAffinityPolicy.REQUIRE_SPREAD:
+        return node_name not in team
+    return True
+
+
+def reason(policy: NodeAffinityPolicy, team_id: str | None) -> str:
+    template = REASON_COLOCATE if policy == NodeAffinityPolicy.REQUIRE_COLOCATE else REASON_SPREAD
+    return template.format(team=team_id or "-")
+
+
+def least_loaded(running: int, capacity: int, on_node: int) -> float:
+    """100 for an idle node, falling to 0 at capacity."""
+    if capacity <= 0 or running >= capacity:
+        return 0.0
+    return 100.0 * (capacity - running) / capacity
+
+
+def colocate(running: int, capacity: int, on_node: int) -> float:
+    """Team nodes score 50-100 by free room, other nodes 0-50: a team node with room wins."""
+    base = least_loaded(running, capacity, 0) / 2
+    return base + 50.0 if on_node > 0 else base
+
+
+def spread(running: int, capacity: int, on_node: int) -> float:
+    """Each member already on the node halves the score.
+
+    A node with room scores (50, 100] before halving, so the tiers never overlap: fewer
+    members always wins and load decides between nodes with as many members.
+    """
+    if capacity <= 0 or running >= capacity:
+        return 0.0
+    return 50.0 * (2 * capacity - running) / capacity * 0.5**on_node
+
+
+SCORERS: dict[NodeAffinityPolicy, Scorer] = {
+    NodeAffinityPolicy.NONE: least_loaded,
+    NodeAffinityPolicy.PREFER_COLOCATE: colocate,
+    NodeAffinityPolicy.REQUIRE_COLOCATE: least_loaded,
+    NodeAffinityPolicy.PREFER_SPREAD: spread,
+    NodeAffinityPolicy.REQUIRE_SPREAD: least_loaded,
+}
+# Policies whose score depends on how many members a node already hosts.
+COUNTS_MEMBERS = frozenset({NodeAffinityPolicy.PREFER_COLOCATE, NodeAffinityPolicy.PREFER_SPREAD})
+
+
+def score(policy: NodeAffinityPolicy, running: int, capacity: int, on_node: int) -> float:
+    return SCORERS[policy](running, capacity, on_node)
+
+
+class TeamAffinity:
+    name = NAME
+
+    def filter(self, node: NodeView, request: ScheduleRequest) -> str | None:
+        policy = request.hints.affinity
+        if allows(policy, node.name, members(request.hints.team_nodes)):
+            return None
+        return reason(policy, request.team_id)
+
+    def score(self, node: NodeView, request: ScheduleRequest) -> float:
+        policy = request.hints.affinity
+        on_node = max(0, request.hints.team_nodes.get(node.name, 0))
+        return score(policy, node.running, node.capacity, on_node)
