@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.typing import Origin
 
 from executor_core import __version__
 from executor_core.agents import AgentContext, AgentRunner
@@ -36,6 +37,10 @@ from executor_core.types import ExecutionCancelled
 logger = logging.getLogger("hivemind.node")
 
 ERR_STOPPED = "node stopped before the task finished"
+ERR_AUTH = (
+    "the hub refused this node's credentials ({status} {body}); check --token, or remove "
+    "the stored token and register again with --join-token"
+)
 ERR_OUTPUT_TOO_LARGE = "output is {size} characters, over the protocol limit of {limit}"
 REJECT_DRAINING = "node {name} is draining"
 REJECT_AT_CAPACITY = "node {name} is at capacity ({running}/{capacity} running)"
@@ -86,17 +91,20 @@ class NodeAgent:
         self.config = config
         self._runner = runner
         self._ws_url = hub_ws_url(config.hub)
-        self._origin = hub_origin(config.hub)
+        self._origin = Origin(hub_origin(config.hub))
         self._outbox = Outbox(state.outbox_path)
         self._stats = Stats(state.stats_path)
         self._runs: dict[ResultKey, Run] = {}
         self._acked: OrderedDict[ResultKey, dict[str, Any]] = OrderedDict()
         self._ws: ClientConnection | None = None
+        self._welcomed = False
         self._draining = False
         self._heartbeat_interval = config.heartbeat
         self._stop = asyncio.Event()
         self._force_stop = asyncio.Event()
         self._outbox_empty = asyncio.Event()
+        if not len(self._outbox):
+            self._outbox_empty.set()
 
     # Lifecycle.
 
@@ -114,12 +122,16 @@ class NodeAgent:
         code = 0
         if connector.done():
             stop.cancel()
-            logger.error("%s", connector.exception())
+            exc = connector.exception()
+            if isinstance(exc, HubAuthError):
+                logger.error("%s", exc)
+            else:
+                logger.error("the hub connection failed", exc_info=exc)
             code = 1
             self._force_stop.set()
         await self._shutdown()
         connector.cancel()
-        with contextlib.suppress(asyncio.CancelledError, HubAuthError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await connector
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -137,32 +149,40 @@ class NodeAgent:
 
     async def _shutdown(self) -> None:
         await self._start_draining()
-        pending = {run.task for run in self._runs.values() if run.task}
-        if pending and not self._force_stop.is_set():
-            forced = asyncio.create_task(self._force_stop.wait())
-            await asyncio.wait(
-                pending | {forced},
-                timeout=self.config.drain_timeout,
-                return_when=asyncio.FIRST_COMPLETED
-                if self._all_done_or_forced(pending, forced)
-                else asyncio.ALL_COMPLETED,
-            )
-            forced.cancel()
-        pending = {run.task for run in self._runs.values() if run.task}
-        if pending:
-            logger.warning("interrupting %d task(s) still running", len(pending))
+        await self._wait_for_runs(self.config.drain_timeout)
+        if self._runs:
+            logger.warning("interrupting %d task(s) still running", len(self._runs))
             for run in list(self._runs.values()):
                 run.stop_error = ERR_STOPPED
                 self._interrupt(run)
-            await asyncio.wait(pending, timeout=STOP_GRACE)
-        for run in list(self._runs.values()):  # an agent that ignored the interruption
-            self._finish(run, protocol.FAILED, "", ERR_STOPPED)
-        if self._ws is not None and len(self._outbox):
+            await asyncio.wait([run.task for run in self._runs.values()], timeout=STOP_GRACE)
+        for run in list(self._runs.values()):  # agents that ignored the interruption
+            result = self._finish(run, protocol.FAILED, "", ERR_STOPPED)
+            if result is not None:
+                await self._send(protocol.encode("task.finished", **result))
+        if self._ws is not None and not self._outbox_empty.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(ACK_WAIT):
                     await self._outbox_empty.wait()
         if len(self._outbox):
-            logger.warning("%d result(s) not acknowledged, kept for the next start", len(self._outbox))
+            logger.warning(
+                "%d result(s) not acknowledged, kept for the next start", len(self._outbox)
+            )
+
+    async def _wait_for_runs(self, timeout: float) -> None:
+        """Until no run is left, ``timeout`` seconds pass, or a second stop signal."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        forced = asyncio.create_task(self._force_stop.wait())
+        try:
+            while self._runs and not forced.done() and loop.time() < deadline:
+                await asyncio.wait(
+                    {run.task for run in self._runs.values()} | {forced},
+                    timeout=deadline - loop.time(),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+        finally:
+            forced.cancel()
 
     # Connection.
 
@@ -170,47 +190,44 @@ class NodeAgent:
         failures = 0
         headers = {"Authorization": f"Bearer {self.config.token}"}
         while True:
+            self._welcomed = False
             try:
                 async with connect(
                     self._ws_url,
-                    origin=self._origin,  # type: ignore[arg-type]
+                    origin=self._origin,
                     additional_headers=headers,
                     max_size=protocol.MAX_FRAME_BYTES,
                     open_timeout=10,
                 ) as ws:
                     logger.info("connected to %s", self._ws_url)
-                    if await self._session(ws):
-                        failures = 0
+                    await self._session(ws)
+                    logger.warning("the hub closed the connection (code %s)", ws.close_code)
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 body = exc.response.body.decode("utf-8", "replace").strip()[:200]
                 if status in (401, 403):
-                    raise HubAuthError(
-                        f"the hub refused this node's credentials (HTTP {status}"
-                        f"{': ' + body if body else ''}); check --token, or register again "
-                        "with --join-token after removing the stored token"
-                    ) from None
-                logger.warning("hub refused the connection: HTTP %s %s", status, body)
+                    raise HubAuthError(ERR_AUTH.format(status=status, body=body)) from None
+                logger.warning("the hub refused the connection: HTTP %s %s", status, body)
             except ConnectionClosed as exc:
                 if exc.rcvd is not None and exc.rcvd.code in AUTH_CLOSE_CODES:
                     raise HubAuthError(
-                        f"the hub closed the connection: {exc.rcvd.reason or exc.rcvd.code}"
+                        ERR_AUTH.format(status=exc.rcvd.code, body=exc.rcvd.reason)
                     ) from None
                 logger.warning("connection to the hub lost: %s", exc)
             except (OSError, TimeoutError, WebSocketException) as exc:
-                logger.warning("cannot reach the hub at %s: %s", self._ws_url, exc or type(exc))
+                logger.warning("cannot reach the hub at %s: %r", self._ws_url, exc)
+            if self._welcomed:  # a connection the hub accepted resets the backoff
+                failures = 0
             delay = backoff_delay(failures, self.config.max_backoff)
             failures += 1
             logger.info("reconnecting in %.1fs", delay)
             await asyncio.sleep(delay)
 
-    async def _session(self, ws: ClientConnection) -> bool:
-        """Serve one connection until it closes; True when the hub accepted us on it."""
-        welcomed = False
+    async def _session(self, ws: ClientConnection) -> None:
+        """Serve one connection until it closes."""
         self._ws = ws
         heartbeats = asyncio.create_task(self._heartbeats(), name="heartbeats")
         try:
-            running = [{"session_id": s, "attempt": a} for s, a in self._runs]
             await ws.send(
                 protocol.encode(
                     "hello",
@@ -219,11 +236,12 @@ class NodeAgent:
                     labels=self.config.labels,
                     capacity=self.config.capacity,
                     agents=list(self.config.agents),
-                    running=running,
+                    running=[{"session_id": s, "attempt": a} for s, a in self._runs],
                 )
             )
             if self._draining:
                 await ws.send(protocol.encode("draining"))
+            # Results finished while the hub was away (or before a restart).
             for result in self._outbox.results():
                 await ws.send(protocol.encode("task.finished", **result))
             for run in self._runs.values():
@@ -234,19 +252,13 @@ class NodeAgent:
                 except protocol.ProtocolError as exc:
                     logger.warning("dropping a malformed frame from the hub: %s", exc)
                     continue
-                welcomed = welcomed or message.type == "welcome"
                 await self._handle(message)
-            # The hub closed cleanly; an auth close code is raised like a failed close.
-            if ws.close_code in AUTH_CLOSE_CODES:
-                raise ConnectionClosed(ws.protocol.close_rcvd, ws.protocol.close_sent)
-            logger.warning("the hub closed the connection (code %s)", ws.close_code)
         finally:
             self._ws = None
             heartbeats.cancel()
-        return welcomed
 
     async def _send(self, frame: str) -> bool:
-        """Send when connected; False when the frame could not go (it is not retried here)."""
+        """Send when connected; False when the frame could not go (the caller keeps it)."""
         ws = self._ws
         if ws is None:
             return False
@@ -258,14 +270,12 @@ class NodeAgent:
 
     async def _heartbeats(self) -> None:
         while True:
-            cpu = min(100.0, max(0.0, psutil.cpu_percent(None)))
-            mem = min(100.0, max(0.0, psutil.virtual_memory().percent))
             await self._send(
                 protocol.encode(
                     "heartbeat",
                     running=len(self._runs),
-                    cpu=cpu,
-                    mem=mem,
+                    cpu=min(100.0, max(0.0, psutil.cpu_percent(None))),
+                    mem=min(100.0, max(0.0, psutil.virtual_memory().percent)),
                     peak=self._stats.peak_running,
                 )
             )
@@ -280,14 +290,12 @@ class NodeAgent:
         elif kind == "task.cancel":
             self._on_cancel(message["session_id"])
         elif kind == "ack":
-            if self._outbox.ack((message["session_id"], message["attempt"])):
-                self._remember(message["session_id"], message["attempt"])
-            if not len(self._outbox):
-                self._outbox_empty.set()
+            self._on_ack((message["session_id"], message["attempt"]))
         elif kind == "drain":
             logger.info("the hub asked this node to drain")
             await self._start_draining()
         elif kind == "welcome":
+            self._welcomed = True
             # Never beat slower than the hub expects, whatever --heartbeat says.
             self._heartbeat_interval = min(self.config.heartbeat, message["heartbeat_interval"])
             logger.info("welcomed by the hub as %s", message["node"])
@@ -302,15 +310,15 @@ class NodeAgent:
     async def _on_assign(self, message: protocol.Message) -> None:
         sid, attempt, agent_id = message["session_id"], message["attempt"], message["agent_id"]
         key = (sid, attempt)
-        accepted = protocol.encode("task.accepted", session_id=sid, attempt=attempt)
         if key in self._runs:
             logger.info("repeated assignment of running %s attempt %d", sid, attempt)
-            await self._send(accepted)
+            await self._send(protocol.encode("task.accepted", session_id=sid, attempt=attempt))
             return
         result = self._outbox.get(key) or self._acked.get(key)
         if result is not None:
+            # Accept again so a hub waiting for acceptance stops waiting, then the result.
             logger.info("repeated assignment of finished %s attempt %d", sid, attempt)
-            await self._send(accepted)
+            await self._send(protocol.encode("task.accepted", session_id=sid, attempt=attempt))
             await self._send(protocol.encode("task.finished", **result))
             return
         reason = self._rejection(agent_id)
@@ -321,10 +329,9 @@ class NodeAgent:
             )
             return
         reporter = RunReporter(sid, self._send)
-        ctx = AgentContext(
-            agent_id, sid, on_progress=reporter.on_progress, on_log=reporter.on_log
-        )
+        ctx = AgentContext(agent_id, sid, on_progress=reporter.on_progress, on_log=reporter.on_log)
         run = Run(sid, attempt, agent_id, message["input"], ctx, reporter)
+        # Registered before any await, so the next assignment already counts this one.
         self._runs[key] = run
         self._stats.run_started()
         run.task = asyncio.create_task(self._execute(run), name=f"run-{sid}-{attempt}")
@@ -334,9 +341,8 @@ class NodeAgent:
         if self._draining:
             return REJECT_DRAINING.format(name=name)
         if agent_id not in self.config.agents:
-            return REJECT_UNKNOWN_AGENT.format(
-                name=name, agent=agent_id, agents=", ".join(self.config.agents)
-            )
+            agents = ", ".join(self.config.agents)
+            return REJECT_UNKNOWN_AGENT.format(name=name, agent=agent_id, agents=agents)
         if len(self._runs) >= self.config.capacity:
             return REJECT_AT_CAPACITY.format(
                 name=name, running=len(self._runs), capacity=self.config.capacity
@@ -344,8 +350,7 @@ class NodeAgent:
         return ""
 
     def _on_cancel(self, session_id: str) -> None:
-        runs = [run for run in self._runs.values() if run.session_id == session_id]
-        for run in runs:
+        for run in [r for r in self._runs.values() if r.session_id == session_id]:
             logger.info("cancelling %s attempt %d", run.session_id, run.attempt)
             run.ctx.cancel()
             if run.cancel_timer is None:
@@ -356,6 +361,16 @@ class NodeAgent:
         run.ctx.cancel()
         if run.agent_task is not None:
             run.agent_task.cancel()
+
+    def _on_ack(self, key: ResultKey) -> None:
+        result = self._outbox.ack(key)
+        if result is not None:
+            # Kept a while to answer a repeated assignment without running it again.
+            self._acked[key] = result
+            while len(self._acked) > REMEMBERED_RESULTS:
+                self._acked.popitem(last=False)
+        if not len(self._outbox):
+            self._outbox_empty.set()
 
     # Running.
 
@@ -371,42 +386,32 @@ class NodeAgent:
         with contextlib.suppress(asyncio.CancelledError):
             await pump
         await run.reporter.flush()  # the final progress goes before task.finished
-        status, output, error = self._outcome(run, run.agent_task)
-        self._finish(run, status, output, error)
-        await self._send(protocol.encode("task.finished", **self._outbox.get(run.key)))
+        result = self._finish(run, *self._outcome(run, run.agent_task))
+        if result is not None:
+            await self._send(protocol.encode("task.finished", **result))
 
     def _outcome(self, run: Run, task: asyncio.Task[str]) -> tuple[str, str, str]:
         """(status, output, error) of a finished agent task."""
-        if task.cancelled():
-            return (protocol.FAILED, "", run.stop_error) if run.stop_error else (
-                protocol.CANCELLED,
-                "",
-                "cancelled",
-            )
-        exc = task.exception()
-        if exc is None:
-            output = task.result()
-            output = output if isinstance(output, str) else str(output)
+        exc = None if task.cancelled() else task.exception()
+        if not task.cancelled() and exc is None:
+            output = str(task.result())
             if len(output) > protocol.MAX_PAYLOAD_CHARS:
-                error = ERR_OUTPUT_TOO_LARGE.format(
-                    size=len(output), limit=protocol.MAX_PAYLOAD_CHARS
-                )
-                return protocol.FAILED, clip(output, protocol.MAX_PAYLOAD_CHARS), error
+                limit = protocol.MAX_PAYLOAD_CHARS
+                error = ERR_OUTPUT_TOO_LARGE.format(size=len(output), limit=limit)
+                return protocol.FAILED, clip(output, limit), error
             return protocol.SUCCEEDED, output, ""
         if run.stop_error:
             return protocol.FAILED, "", run.stop_error
-        if isinstance(exc, ExecutionCancelled):
-            return protocol.CANCELLED, "", str(exc) or "cancelled"
-        logger.info(
-            "%s attempt %d failed: %r", run.session_id, run.attempt, exc, exc_info=exc
-        )
+        if task.cancelled() or isinstance(exc, ExecutionCancelled):
+            return protocol.CANCELLED, "", str(exc or "") or "cancelled"
+        logger.info("%s attempt %d failed: %r", run.session_id, run.attempt, exc, exc_info=exc)
         return protocol.FAILED, "", str(exc) or type(exc).__name__
 
-    def _finish(self, run: Run, status: str, output: str, error: str) -> None:
-        """Record a run's result in the outbox and free its slot (synchronous: no frame lost
-        between the two)."""
+    def _finish(self, run: Run, status: str, output: str, error: str) -> dict[str, Any] | None:
+        """Free the run's slot and put its result in the outbox, at once; None when the run
+        was already finished."""
         if self._runs.pop(run.key, None) is None:
-            return
+            return None
         if run.cancel_timer is not None:
             run.cancel_timer.cancel()
         result = {
@@ -419,13 +424,10 @@ class NodeAgent:
         try:
             protocol.encode("task.finished", **result)
         except protocol.ProtocolError:
-            # Only a pathological output (mostly escaped characters) gets here.
+            # Only an output of mostly escaped characters can overflow the frame here.
             result["output"] = clip(output, protocol.MAX_FRAME_BYTES // 8)
         self._outbox_empty.clear()
         self._outbox.add(result)
         self._stats.run_finished()
         logger.info("%s attempt %d %s", run.session_id, run.attempt, status)
-
-    def _remember(self, session_id: str, attempt: int) -> None:
-        """Keep an acknowledged result a while, to answer a repeated assignment of it."""
-        ...
+        return result

@@ -204,9 +204,10 @@ def _running_tasks(value: Any) -> list[dict[str, Any]]:
         if not isinstance(item, dict) or set(item) != {"session_id", "attempt"}:
             raise _Invalid(f"item {i} must be an object with exactly session_id and attempt")
         try:
-            tasks.append({"session_id": _session_id(item["session_id"]), "attempt": _attempt(item["attempt"])})
+            sid, attempt = _session_id(item["session_id"]), _attempt(item["attempt"])
         except _Invalid as exc:
             raise _Invalid(f"item {i} {exc}") from None
+        tasks.append({"session_id": sid, "attempt": attempt})
     return tasks
 
 

@@ -181,7 +181,11 @@ class Stats:
         self._save()
 
     def _save(self) -> None:
-        data = {"peak_running": self.peak_running, "started": self.started, "finished": self.finished}
+        data = {
+            "peak_running": self.peak_running,
+            "started": self.started,
+            "finished": self.finished,
+        }
         try:
             write_json(self._path, data)
         except OSError as exc:  # counters are for observation; never fail a run over them

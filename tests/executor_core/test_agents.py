@@ -200,5 +200,5 @@ async def test_sleep_stops_promptly_when_cancelled():
     with pytest.raises(ExecutionCancelled):
         await run
 
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1
     assert ctx.pct < 100

@@ -12,8 +12,9 @@ REASON = "did not match selector {selector}"
 
 def matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     """True when ``selector`` ⊆ ``labels`` (an empty selector matches every node)."""
-    for key, value in selector.items():
-        # .get() gives None for a missing key, which never equals a (string) value.
+    # A plain loop, not all(...): this runs in the scheduler's hot loop, and a generator costs
+    # more than the comparisons. .get() gives None for a missing key, never equal to a value.
+    for key, value in selector.items():  # noqa: SIM110
         if labels.get(key) != value:
             return False
     return True

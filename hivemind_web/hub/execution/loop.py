@@ -9,6 +9,7 @@ thread instead, so services behave the same everywhere.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
@@ -59,11 +60,16 @@ def in_loop() -> bool:
 
 
 def submit(coro: Coroutine[Any, Any, Any]) -> Future[Any] | asyncio.Task[Any]:
-    """Run ``coro`` on the hub loop from any thread, without waiting for it."""
+    """Run ``coro`` on the hub loop from any thread, without waiting for it.
+
+    The coroutine starts in an empty context: inheriting the caller's would tie it to the
+    request that started it (asgiref keeps the request's thread executor in a context
+    variable, and that executor is gone once the response is sent).
+    """
     loop = get()
     if in_loop():
-        return loop.create_task(coro)
-    return asyncio.run_coroutine_threadsafe(coro, loop)
+        return loop.create_task(coro, context=contextvars.Context())
+    return contextvars.Context().run(asyncio.run_coroutine_threadsafe, coro, loop)
 
 
 def call(coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:

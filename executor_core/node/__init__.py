@@ -1,0 +1,1 @@
+"""The Golem node agent (``hivemind-node``) and the node protocol it shares with the hub."""

@@ -1,0 +1,104 @@
+"""Registering a node with the hub: a join token is exchanged for the node's own token."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+from executor_core.node import protocol
+from executor_core.node.connection import backoff_delay, hub_endpoint
+
+logger = logging.getLogger("hivemind.node")
+
+ERR_REFUSED = "the hub refused the registration (HTTP {status}): {message}"
+ERR_UNREACHABLE = "cannot register with the hub at {url}: {reason}"
+ERR_BAD_ANSWER = "the hub answered the registration without a token (HTTP {status})"
+
+
+class RegistrationError(Exception):
+    """Registration failed; the message says why, in the hub's words when it gave any."""
+
+
+def register_node(
+    hub: str,
+    *,
+    join_token: str,
+    name: str,
+    labels: Mapping[str, str],
+    capacity: int,
+    retry_for: float = 30.0,
+    max_backoff: float = 10.0,
+    timeout: float = 10.0,
+) -> str:
+    """POST the registration and return the node's token.
+
+    A 4xx answer is final. An unreachable hub or a 5xx answer is retried for ``retry_for``
+    seconds, because nodes are often started together with the hub.
+    """
+    url = hub_endpoint(hub, protocol.REGISTER_PATH)
+    body = json.dumps(
+        {"join_token": join_token, "name": name, "labels": dict(labels), "capacity": capacity}
+    ).encode("utf-8")
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    deadline = time.monotonic() + retry_for
+    failures = 0
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return _token_from(response.status, response.read())
+        except urllib.error.HTTPError as exc:
+            problem = ERR_REFUSED.format(status=exc.code, message=_error_message(exc.read()))
+            if exc.code < 500:
+                raise RegistrationError(problem) from None
+        except (urllib.error.URLError, OSError) as exc:
+            problem = ERR_UNREACHABLE.format(url=url, reason=getattr(exc, "reason", exc))
+        delay = backoff_delay(failures, max_backoff)
+        failures += 1
+        if time.monotonic() + delay > deadline:
+            raise RegistrationError(problem)
+        logger.warning("%s; retrying in %.1fs", problem, delay)
+        time.sleep(delay)
+
+
+def _token_from(status: int, raw: bytes) -> str:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    token = data.get("token") if isinstance(data, dict) else None
+    if not isinstance(token, str) or not token:
+        raise RegistrationError(ERR_BAD_ANSWER.format(status=status))
+    return token
+
+
+def _error_message(raw: bytes) -> str:
+    """The hub's explanation: DRF's ``detail``, field errors, or the body's first 300 chars."""
+    text = raw.decode("utf-8", "replace").strip()
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        return text[:300] or "no explanation given"
+    if isinstance(data, dict):
+        for key in ("detail", "error", "message"):
+            if isinstance(data.get(key), str):
+                return data[key]
+        return "; ".join(f"{key}: {_flatten(value)}" for key, value in data.items())
+    return _flatten(data)
+
+
+def _flatten(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(_flatten(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_flatten(v)}" for k, v in value.items())
+    return str(value)
