@@ -83,7 +83,9 @@ class Task:
     node_selector: Mapping[str, str]
 
 
-def make_request(task: Task, policy: NodeAffinityPolicy, team_nodes: Mapping[str, int]) -> ScheduleRequest:
+def make_request(
+    task: Task, policy: NodeAffinityPolicy, team_nodes: Mapping[str, int]
+) -> ScheduleRequest:
     return ScheduleRequest(
         session_id=task.session_id,
         agent_id=task.agent_id,
@@ -138,6 +140,8 @@ class LinearScan:
         return Placement(node=best[2], score=-best[0], reason="linear scan")
 
     def release(self, session_id: str) -> None:
+        if session_id not in self.placed:
+            return  # its placement had failed
         node, team_id = self.placed.pop(session_id)
         self.by_name[node][3] -= 1
         if team_id:
@@ -198,7 +202,11 @@ def steady_state(
 
 
 def fill(
-    state: ClusterState, size: int, policy: NodeAffinityPolicy, with_selector: bool, rng: random.Random
+    state: ClusterState,
+    size: int,
+    policy: NodeAffinityPolicy,
+    with_selector: bool,
+    rng: random.Random,
 ) -> deque[Task]:
     total = sum(n.capacity for n in state.nodes() if n.ready and not n.cordoned)
     live: deque[Task] = deque()
@@ -234,9 +242,7 @@ def run(size: int, policy: NodeAffinityPolicy, with_selector: bool, quick: bool)
     n = 3_000 if quick else 20_000
     steady_state(state, live, policy, n // 10, 5.0, 10_000_000)  # warm-up
     ours = steady_state(state, live, policy, n, 4.0 if quick else 8.0, 20_000_000)
-    base = steady_state(
-        scan, scan_live, policy, n, 0.5 if quick else 1.5, 30_000_000
-    )
+    base = steady_state(scan, scan_live, policy, n, 0.5 if quick else 1.5, 30_000_000)
     return {
         "nodes": size,
         "policy": policy.value,

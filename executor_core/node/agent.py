@@ -102,6 +102,7 @@ class NodeAgent:
         self._heartbeat_interval = config.heartbeat
         self._stop = asyncio.Event()
         self._force_stop = asyncio.Event()
+        self._interactive_stop = False
         self._outbox_empty = asyncio.Event()
         if not len(self._outbox):
             self._outbox_empty.set()
@@ -111,8 +112,8 @@ class NodeAgent:
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT (exit code 0) or until the hub refuses our token (1)."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop, True)
         psutil.cpu_percent(None)  # the first call only sets the baseline for the next ones
         if len(self._outbox):
             logger.info("%d result(s) from an earlier run wait for delivery", len(self._outbox))
@@ -138,14 +139,16 @@ class NodeAgent:
         logger.info("stopped")
         return code
 
-    def request_stop(self) -> None:
-        """First call: drain and stop. A second call skips the wait for running tasks."""
-        if self._stop.is_set():
-            logger.warning("stopping now: running tasks are interrupted")
-            self._force_stop.set()
-        else:
+    def request_stop(self, interactive: bool = False) -> None:
+        """Drain and stop. A repeated interactive request (Ctrl-C twice) skips the wait for
+        running tasks; a supervisor's SIGTERM after a Ctrl-C does not."""
+        if not self._stop.is_set():
             logger.info("stopping: no new tasks, waiting for %d running", len(self._runs))
             self._stop.set()
+            self._interactive_stop = interactive
+        elif interactive and self._interactive_stop:
+            logger.warning("stopping now: running tasks are interrupted")
+            self._force_stop.set()
 
     async def _shutdown(self) -> None:
         await self._start_draining()

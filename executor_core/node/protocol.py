@@ -203,11 +203,12 @@ def _running_tasks(value: Any) -> list[dict[str, Any]]:
     for i, item in enumerate(value):
         if not isinstance(item, dict) or set(item) != {"session_id", "attempt"}:
             raise _Invalid(f"item {i} must be an object with exactly session_id and attempt")
-        try:
-            sid, attempt = _session_id(item["session_id"]), _attempt(item["attempt"])
-        except _Invalid as exc:
-            raise _Invalid(f"item {i} {exc}") from None
-        tasks.append({"session_id": sid, "attempt": attempt})
+        for name, check in (("session_id", _session_id), ("attempt", _attempt)):
+            try:
+                check(item[name])
+            except _Invalid as exc:
+                raise _Invalid(f"item {i} {name} {exc}") from None
+        tasks.append(dict(item))
     return tasks
 
 

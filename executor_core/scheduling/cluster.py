@@ -330,7 +330,7 @@ class ClusterState:
         policy = hints.affinity
         if policy.__class__ is not NodeAffinityPolicy:
             policy = NodeAffinityPolicy(policy)
-        if policy.requires_team and not request.team_id:
+        if policy in affinity.REQUIRES_TEAM and not request.team_id:
             raise RequestValidationError(
                 "affinity_policy", ERR_REQUIRES_TEAM.format(policy=policy.value)
             )
@@ -356,7 +356,7 @@ class ClusterState:
 
         on_node = team.get(best.name, 0)
         why = (
-            f"{policy.value}: best of {found} feasible nodes ({visited} checked), "
+            f"{policy}: best of {found} feasible nodes ({visited} checked), "
             f"{best.running}/{best.capacity} running"
         )
         if on_node:

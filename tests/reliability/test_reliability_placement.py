@@ -57,7 +57,8 @@ def test_a_selector_places_tasks_only_on_matching_nodes(fleet: Any) -> None:
     assert placed <= {"alpha", "beta"} and placed
     gpu = submit(hub, token, agent_id="echo", input="x", strategy="golem",
                  node_selector={"gpu": "true"})
-    assert wait_task(hub, token, gpu["session_id"], "succeeded")["node"] == "alpha"
+    done = wait_task(hub, token, gpu["session_id"], "succeeded")
+    assert done["node"] == "alpha", (done["route_reason"], done["fallback_reason"])
     run_all(hub, token, tasks)
 
 
@@ -149,7 +150,8 @@ def test_two_hundred_tasks_never_overcommit_a_node(tmp_path: Path, hub_factory: 
     tasks = [submit(hub, token, agent_id="sleep", input="0.2", strategy="golem")
              for _ in range(200)]
     done = run_all(hub, token, tasks)
-    assert {t["status"] for t in done} == {"succeeded"}
+    failed = [(t["error"], t["fallback_reason"]) for t in done if t["status"] != "succeeded"]
+    assert not failed, failed[:5]
     remote = [t for t in done if t["route"] == "golem"]
     assert remote, "no task ran on a node"
     for node in nodes:

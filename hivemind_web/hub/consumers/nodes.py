@@ -81,6 +81,10 @@ class NodeConsumer(AsyncWebsocketConsumer):
     node_name: str | None = None
     hello_done = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.assigned: set[str] = set()  # tasks known to be bound to this node
+
     async def connect(self) -> None:
         node = await database_sync_to_async(node_services.node_authenticate)(_bearer(self.scope))
         if node is None:
@@ -121,7 +125,9 @@ class NodeConsumer(AsyncWebsocketConsumer):
             await self.reject("unsupported", f"the hub does not take {kind!r} frames")
             return
         try:
-            await handler(**fields)
+            result = handler(**fields)
+            if asyncio.iscoroutine(result):
+                await result
         except Exception:  # a bug must cost one frame, never the connection
             log.exception("node %s: handling %s failed", self.node_name, kind)
             await self.reject("internal", f"the hub could not process {kind!r}")
@@ -150,6 +156,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
         )
         reported = {str(item["session_id"]) for item in running}
         to_cancel, missing = await database_sync_to_async(_reconcile)(name, reported)
+        self.assigned |= reported - set(to_cancel)
         for sid in to_cancel:
             await self.send_frame("task.cancel", session_id=sid)
         if missing:
@@ -159,33 +166,46 @@ class NodeConsumer(AsyncWebsocketConsumer):
         await asyncio.sleep(RECONCILE_DELAY)
         await self.runtime.writer.run(_fail_missing, self.node_name, missing, hello_at)
 
-    async def on_heartbeat(self, running: int, cpu: float, mem: float, peak: int = 0) -> None:
+    def on_heartbeat(self, running: int, cpu: float, mem: float, peak: int = 0) -> None:
         self.runtime.heartbeats[self.node_name] = {
             "time": timezone.now(), "running": running, "cpu": cpu, "mem": mem,
         }
 
-    async def on_task_accepted(self, session_id: str, attempt: int) -> None:
-        started = await self.runtime.writer.run(
+    # Reports are queued on the ordered writer and answered from a follow-up task, so a busy
+    # database never stalls this socket: heartbeats behind a slow write would make a healthy
+    # node look silent.
+
+    def on_task_accepted(self, session_id: str, attempt: int) -> None:
+        written = self.runtime.writer.enqueue(
             task_services.task_mark_running,
             session_id=session_id, attempt=attempt, node_name=self.node_name,
         )
-        if started or await self._is_running_here(session_id, attempt):
+        self.runtime.spawn(self._after_accepted(written, session_id, attempt))
+
+    async def _after_accepted(self, written: Any, session_id: str, attempt: int) -> None:
+        if await written or await self._is_running_here(session_id, attempt):
+            self.assigned.add(session_id)
             self.runtime.dispatcher.resolve(session_id, attempt)
         else:  # no longer ours (cancelled, timed out, forced local): stop it
+            self.assigned.discard(session_id)
             await self.send_frame("task.cancel", session_id=session_id)
 
     async def _is_running_here(self, session_id: str, attempt: int) -> bool:
         task = await database_sync_to_async(_owned)(session_id, self.node_name)
         return task is not None and task.attempts == attempt and task.status == "running"
 
-    async def on_task_rejected(self, session_id: str, attempt: int, reason: str) -> None:
+    def on_task_rejected(self, session_id: str, attempt: int, reason: str) -> None:
+        self.assigned.discard(session_id)
         self.runtime.dispatcher.resolve(session_id, attempt, rejection=reason or "rejected")
 
-    async def _authorised(self, session_id: str) -> Task | None:
-        task = await database_sync_to_async(_owned)(session_id, self.node_name)
-        if task is None:
-            await self.reject("not_assigned", f"task {session_id} is not assigned to this node")
-        return task
+    async def _authorised(self, session_id: str) -> bool:
+        """Only tasks bound to this node; the set saves a database read per progress frame."""
+        if session_id in self.assigned:
+            return True
+        if await database_sync_to_async(_owned)(session_id, self.node_name) is not None:
+            return True
+        await self.reject("not_assigned", f"task {session_id} is not assigned to this node")
+        return False
 
     async def on_task_progress(self, session_id: str, pct: float, message: str = "") -> None:
         if await self._authorised(session_id):
@@ -198,15 +218,23 @@ class NodeConsumer(AsyncWebsocketConsumer):
     async def on_task_finished(
         self, session_id: str, attempt: int, status: str, output: str = "", error: str = ""
     ) -> None:
+        written = None
         if await self._authorised(session_id):
-            await self.runtime.progress.flush(session_id)
-            await self.runtime.writer.run(
+            self.runtime.progress.flush_nowait(session_id)
+            written = self.runtime.writer.enqueue(
                 task_services.task_finish,
                 session_id=session_id, attempt=attempt, status=status, output=output,
                 error=error, node_name=self.node_name,
             )
-        # Acknowledge either way: the node may drop the result from its outbox; what we
-        # refused above was reported as an error and changed nothing.
+            self.assigned.discard(session_id)
+            self.runtime.golem.index.remove(session_id)
+        self.runtime.spawn(self._ack(written, session_id, attempt))
+
+    async def _ack(self, written: Any, session_id: str, attempt: int) -> None:
+        # Acknowledge once the result is durable, so the node may drop it from its outbox;
+        # a refused report was answered with an error above and changed nothing.
+        if written is not None:
+            await written
         await self.send_frame("ack", session_id=session_id, attempt=attempt)
 
     async def on_draining(self) -> None:
@@ -215,6 +243,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
     # Hub → node (channel-layer events for this node's group) -----------------------------
 
     async def task_assign(self, event: dict[str, Any]) -> None:
+        self.assigned.add(event["session_id"])
         await self.send_frame(
             "task.assign",
             session_id=event["session_id"], agent_id=event["agent_id"],

@@ -45,6 +45,13 @@ class ProgressCoalescer:
             await self._writer.run(task_record_progress, batch)
 
     async def flush(self, session_id: str) -> None:
+        await self.flush_nowait(session_id)
+
+    def flush_nowait(self, session_id: str) -> asyncio.Future:
+        """Queue the task's pending figures now; what is queued after lands after them."""
         entry = self._pending.pop(session_id, None)
         if entry:
-            await self._writer.run(task_record_progress, {session_id: entry})
+            return self._writer.enqueue(task_record_progress, {session_id: entry})
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done

@@ -1,0 +1,191 @@
+"""The node protocol: every frame type round-trips, and every malformed frame is refused with a
+precise code and message."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from executor_core.node import protocol
+from executor_core.node.protocol import ProtocolError, encode, parse_frame
+
+VALID: dict[str, dict[str, Any]] = {
+    "hello": {
+        "name": "gpu-1",
+        "version": "0.1.0",
+        "labels": {"zone": "eu", "example.com/gpu": "a100"},
+        "capacity": 4,
+        "agents": ["echo", "sleep"],
+        "running": [{"session_id": "s1", "attempt": 2}],
+    },
+    "heartbeat": {"running": 1, "cpu": 12.5, "mem": 40, "peak": 3},
+    "task.accepted": {"session_id": "s1", "attempt": 1},
+    "task.rejected": {"session_id": "s1", "attempt": 1, "reason": "at capacity"},
+    "task.progress": {"session_id": "s1", "pct": 100, "message": ""},
+    "task.log": {"session_id": "s1", "lines": ["a", "b"]},
+    "task.finished": {
+        "session_id": "s1",
+        "attempt": 1,
+        "status": "succeeded",
+        "output": "done",
+        "error": "",
+    },
+    "draining": {},
+    "welcome": {"node": "gpu-1", "heartbeat_interval": 5},
+    "task.assign": {"session_id": "s1", "agent_id": "echo", "input": "hi", "attempt": 1},
+    "task.cancel": {"session_id": "s1"},
+    "drain": {},
+    "ack": {"session_id": "s1", "attempt": 1},
+    "error": {"code": "not_assigned", "message": "task s1 is not assigned to this node"},
+}
+
+
+def frame(type_: str, **changes: Any) -> str:
+    """A valid frame of ``type_`` with some fields changed (a value of ... removes the field)."""
+    data = {"type": type_, "v": 1, **VALID[type_], **changes}
+    return json.dumps({k: v for k, v in data.items() if v is not ...})
+
+
+def sender(type_: str) -> str:
+    return protocol.MESSAGES[type_].sender
+
+
+def test_the_table_defines_every_message_once() -> None:
+    assert set(VALID) == set(protocol.MESSAGES)
+
+
+@pytest.mark.parametrize("type_", sorted(VALID))
+def test_every_message_round_trips(type_: str) -> None:
+    message = parse_frame(encode(type_, **VALID[type_]), direction=sender(type_))
+    assert message.type == type_
+    assert dict(message.fields) == {
+        k: float(v) if k in ("cpu", "mem", "pct", "heartbeat_interval") else v
+        for k, v in VALID[type_].items()
+    }
+
+
+def test_an_encoded_frame_carries_type_and_version() -> None:
+    assert json.loads(encode("drain")) == {"type": "drain", "v": 1}
+
+
+BIG = "x" * (protocol.MAX_FRAME_BYTES + 1)
+# Fewer characters than the limit, more bytes: the limit is on the wire size.
+WIDE = json.dumps({"type": "task.cancel", "v": 1, "session_id": "é" * 600_000}, ensure_ascii=False)
+
+ERRORS = [
+    # (frame, direction, code, words in the message)
+    ("{", "hub", protocol.INVALID_JSON, "not valid JSON"),
+    ("", "hub", protocol.INVALID_JSON, "not valid JSON"),
+    ('{"type": "drain", "v": 1, "x": NaN}', "hub", protocol.INVALID_JSON, "NaN"),
+    ("[1, 2]", "hub", protocol.NOT_AN_OBJECT, "not an array"),
+    ('"drain"', "hub", protocol.NOT_AN_OBJECT, "not a string"),
+    ("null", "hub", protocol.NOT_AN_OBJECT, "not null"),
+    ("3", "hub", protocol.NOT_AN_OBJECT, "not a number"),
+    (b'{"type": "drain", "v": 1}', "hub", protocol.NOT_AN_OBJECT, "not binary"),
+    (BIG, "hub", protocol.FRAME_TOO_LARGE, "larger than 1048576 bytes"),
+    (WIDE, "hub", protocol.FRAME_TOO_LARGE, "larger than 1048576 bytes"),
+    ('{"v": 1}', "hub", protocol.MISSING_FIELD, "no 'type'"),
+    ('{"type": 7, "v": 1}', "hub", protocol.INVALID_FIELD, "'type' must be a string"),
+    ('{"type": "drain"}', "hub", protocol.MISSING_FIELD, "missing protocol version 'v'"),
+    ('{"type": "drain", "v": 2}', "hub", protocol.UNSUPPORTED_VERSION, "version 2"),
+    ('{"type": "drain", "v": true}', "hub", protocol.UNSUPPORTED_VERSION, "version True"),
+    ('{"type": "drain", "v": "1"}', "hub", protocol.UNSUPPORTED_VERSION, "version '1'"),
+    ('{"type": "task.explode", "v": 1}', "hub", protocol.UNKNOWN_TYPE, "'task.explode'"),
+    (frame("hello"), "hub", protocol.WRONG_DIRECTION, "sent by the node, not the hub"),
+    (frame("task.assign"), "node", protocol.WRONG_DIRECTION, "sent by the hub, not the node"),
+    (frame("hello", capacity=...), "node", protocol.MISSING_FIELD, "hello: missing field 'capacity'"),
+    (frame("ack", attempt=...), "hub", protocol.MISSING_FIELD, "ack: missing field 'attempt'"),
+    (frame("drain", force=True), "hub", protocol.UNEXPECTED_FIELD, "unexpected field 'force'"),
+    (frame("task.accepted", node="x"), "node", protocol.UNEXPECTED_FIELD, "field 'node'"),
+    # hello
+    (frame("hello", name="GPU_1"), "node", protocol.INVALID_FIELD, "hello.name must be a DNS label"),
+    (frame("hello", name="a" * 64), "node", protocol.INVALID_FIELD, "at most 63"),
+    (frame("hello", capacity=0), "node", protocol.INVALID_FIELD, "between 1 and 1024 (got 0)"),
+    (frame("hello", capacity=1025), "node", protocol.INVALID_FIELD, "(got 1025)"),
+    (frame("hello", capacity=True), "node", protocol.INVALID_FIELD, "capacity must be an integer"),
+    (frame("hello", capacity=2.5), "node", protocol.INVALID_FIELD, "capacity must be an integer"),
+    (frame("hello", capacity="2"), "node", protocol.INVALID_FIELD, "capacity must be an integer"),
+    (frame("hello", labels=["zone"]), "node", protocol.INVALID_FIELD, "hello.labels must be an object"),
+    (frame("hello", labels={"-bad": "x"}), "node", protocol.INVALID_FIELD, "label key '-bad'"),
+    (frame("hello", labels={"zone": 3}), "node", protocol.INVALID_FIELD, "value must be a string"),
+    (frame("hello", agents="echo"), "node", protocol.INVALID_FIELD, "agents must be a list"),
+    (frame("hello", agents=["echo", 3]), "node", protocol.INVALID_FIELD, "agents item 1 must be a string"),
+    (frame("hello", version=""), "node", protocol.INVALID_FIELD, "version must not be empty"),
+    (frame("hello", running=["s1"]), "node", protocol.INVALID_FIELD, "running item 0 must be an object"),
+    (
+        frame("hello", running=[{"session_id": "s1", "attempt": 0}]),
+        "node",
+        protocol.INVALID_FIELD,
+        "running item 0 attempt must be at least 1 (got 0)",
+    ),
+    # heartbeat
+    (frame("heartbeat", cpu=100.5), "node", protocol.INVALID_FIELD, "heartbeat.cpu must be between 0 and 100"),
+    (frame("heartbeat", mem=-1), "node", protocol.INVALID_FIELD, "heartbeat.mem must be between 0 and 100"),
+    (frame("heartbeat", cpu="high"), "node", protocol.INVALID_FIELD, "cpu must be a number"),
+    (frame("heartbeat", running=-1), "node", protocol.INVALID_FIELD, "running must be between 0"),
+    (frame("heartbeat", peak=None), "node", protocol.INVALID_FIELD, "peak must be an integer"),
+    # task reports
+    (frame("task.accepted", session_id=""), "node", protocol.INVALID_FIELD, "session_id must not be empty"),
+    (frame("task.accepted", session_id="s" * 129), "node", protocol.INVALID_FIELD, "at most 128"),
+    (frame("task.accepted", attempt=0), "node", protocol.INVALID_FIELD, "attempt must be at least 1"),
+    (frame("task.rejected", reason=""), "node", protocol.INVALID_FIELD, "reason must not be empty"),
+    (frame("task.progress", pct=-0.1), "node", protocol.INVALID_FIELD, "pct must be between 0 and 100"),
+    (frame("task.progress", pct=101), "node", protocol.INVALID_FIELD, "(got 101)"),
+    (frame("task.progress", pct="50"), "node", protocol.INVALID_FIELD, "pct must be a number"),
+    (frame("task.progress", pct=False), "node", protocol.INVALID_FIELD, "pct must be a number"),
+    (frame("task.progress", message="m" * 1025), "node", protocol.INVALID_FIELD, "at most 1024"),
+    (frame("task.log", lines=["x"] * 101), "node", protocol.INVALID_FIELD, "at most 100 items"),
+    (frame("task.log", lines=["x" * 2001]), "node", protocol.INVALID_FIELD, "item 0 must be at most 2000"),
+    (frame("task.finished", status="done"), "node", protocol.INVALID_FIELD, "status must be one of"),
+    (frame("task.finished", output=None), "node", protocol.INVALID_FIELD, "output must be a string"),
+    (
+        frame("task.finished", output="o" * (protocol.MAX_PAYLOAD_CHARS + 1)),
+        "node",
+        protocol.INVALID_FIELD,
+        "output must be at most 262144 characters",
+    ),
+    # hub -> node
+    (frame("welcome", heartbeat_interval=0), "hub", protocol.INVALID_FIELD, "heartbeat_interval"),
+    (frame("task.assign", agent_id=""), "hub", protocol.INVALID_FIELD, "agent_id must not be empty"),
+    (frame("task.assign", input=42), "hub", protocol.INVALID_FIELD, "input must be a string"),
+    (frame("error", code=""), "hub", protocol.INVALID_FIELD, "code must not be empty"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "direction", "code", "words"),
+    ERRORS,
+    ids=[f"{i}-{e[2]}" for i, e in enumerate(ERRORS)],
+)
+def test_a_malformed_frame_is_refused_precisely(
+    text: str, direction: str, code: str, words: str
+) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_frame(text, direction=direction)  # type: ignore[arg-type]
+    assert caught.value.code == code
+    assert words in caught.value.message
+
+
+def test_encode_refuses_what_parse_would_refuse() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        encode("task.progress", session_id="s1", pct=250, message="")
+    assert caught.value.code == protocol.INVALID_FIELD
+    with pytest.raises(ProtocolError) as caught:
+        encode("task.launch", session_id="s1")
+    assert caught.value.code == protocol.UNKNOWN_TYPE
+
+
+def test_encode_refuses_a_frame_over_the_size_limit() -> None:
+    # Within the character limit, but control characters are escaped to six bytes each.
+    output = "\x01" * protocol.MAX_PAYLOAD_CHARS
+    with pytest.raises(ProtocolError) as caught:
+        encode("task.finished", session_id="s", attempt=1, status="succeeded", output=output, error="")
+    assert caught.value.code == protocol.FRAME_TOO_LARGE
+
+
+def test_non_ascii_text_is_sent_as_is() -> None:
+    text = encode("task.progress", session_id="s1", pct=5, message="état ✓")
+    assert "état ✓" in text
+    assert parse_frame(text, direction="node")["message"] == "état ✓"
