@@ -38,8 +38,8 @@ logger = logging.getLogger("hivemind.node")
 
 ERR_STOPPED = "node stopped before the task finished"
 ERR_AUTH = (
-    "the hub refused this node's credentials ({status} {body}); check --token, or remove "
-    "the stored token and register again with --join-token"
+    "the hub refused this node's credentials ({detail}); check --token, or remove the stored "
+    "token and register again with --join-token"
 )
 ERR_OUTPUT_TOO_LARGE = "output is {size} characters, over the protocol limit of {limit}"
 REJECT_DRAINING = "node {name} is draining"
@@ -49,7 +49,8 @@ REJECT_UNKNOWN_AGENT = "node {name} does not run agent {agent!r} (it runs: {agen
 CANCEL_GRACE = 2.0  # seconds a cancelled agent gets to stop by itself before it is interrupted
 STOP_GRACE = 5.0  # seconds interrupted runs get to unwind at shutdown
 ACK_WAIT = 3.0  # seconds to wait at shutdown for the hub to acknowledge the last results
-REMEMBERED_RESULTS = 256  # acknowledged results kept to answer a repeated assignment
+REMEMBERED_RESULTS = 128  # acknowledged results kept to answer a repeated assignment
+MIN_HEARTBEAT = 0.1  # whatever the hub asks, a node does not beat faster than this
 AUTH_CLOSE_CODES = (protocol.CLOSE_UNAUTHORIZED, protocol.CLOSE_FORBIDDEN)
 
 
@@ -78,6 +79,7 @@ class Run:
     reporter: RunReporter
     task: asyncio.Task[None] | None = None  # the node's wrapper around the agent
     agent_task: asyncio.Task[str] | None = None
+    accepted_sent: bool = False  # task.accepted reached an open connection
     stop_error: str = ""  # set when the node itself ends the run (shutdown)
     cancel_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -209,13 +211,13 @@ class NodeAgent:
                 status = exc.response.status_code
                 body = exc.response.body.decode("utf-8", "replace").strip()[:200]
                 if status in (401, 403):
-                    raise HubAuthError(ERR_AUTH.format(status=status, body=body)) from None
+                    detail = f"HTTP {status}: {body}" if body else f"HTTP {status}"
+                    raise HubAuthError(ERR_AUTH.format(detail=detail)) from None
                 logger.warning("the hub refused the connection: HTTP %s %s", status, body)
             except ConnectionClosed as exc:
                 if exc.rcvd is not None and exc.rcvd.code in AUTH_CLOSE_CODES:
-                    raise HubAuthError(
-                        ERR_AUTH.format(status=exc.rcvd.code, body=exc.rcvd.reason)
-                    ) from None
+                    detail = f"close code {exc.rcvd.code}: {exc.rcvd.reason or 'no reason given'}"
+                    raise HubAuthError(ERR_AUTH.format(detail=detail)) from None
                 logger.warning("connection to the hub lost: %s", exc)
             except (OSError, TimeoutError, WebSocketException) as exc:
                 logger.warning("cannot reach the hub at %s: %r", self._ws_url, exc)
@@ -247,7 +249,9 @@ class NodeAgent:
             # Results finished while the hub was away (or before a restart).
             for result in self._outbox.results():
                 await ws.send(protocol.encode("task.finished", **result))
-            for run in self._runs.values():
+            for run in list(self._runs.values()):
+                if not run.accepted_sent:  # accepted while the hub was away
+                    await self._send_accepted(run)
                 run.reporter.resend()
             async for text in ws:
                 try:
@@ -300,7 +304,8 @@ class NodeAgent:
         elif kind == "welcome":
             self._welcomed = True
             # Never beat slower than the hub expects, whatever --heartbeat says.
-            self._heartbeat_interval = min(self.config.heartbeat, message["heartbeat_interval"])
+            interval = min(self.config.heartbeat, message["heartbeat_interval"])
+            self._heartbeat_interval = max(MIN_HEARTBEAT, interval)
             logger.info("welcomed by the hub as %s", message["node"])
         elif kind == "error":
             logger.warning("the hub reports an error: %s: %s", message["code"], message["message"])
@@ -315,7 +320,7 @@ class NodeAgent:
         key = (sid, attempt)
         if key in self._runs:
             logger.info("repeated assignment of running %s attempt %d", sid, attempt)
-            await self._send(protocol.encode("task.accepted", session_id=sid, attempt=attempt))
+            await self._send_accepted(self._runs[key])
             return
         result = self._outbox.get(key) or self._acked.get(key)
         if result is not None:
@@ -377,10 +382,12 @@ class NodeAgent:
 
     # Running.
 
+    async def _send_accepted(self, run: Run) -> None:
+        frame = protocol.encode("task.accepted", session_id=run.session_id, attempt=run.attempt)
+        run.accepted_sent = await self._send(frame) or run.accepted_sent
+
     async def _execute(self, run: Run) -> None:
-        await self._send(
-            protocol.encode("task.accepted", session_id=run.session_id, attempt=run.attempt)
-        )
+        await self._send_accepted(run)
         logger.info("running %s attempt %d (%s)", run.session_id, run.attempt, run.agent_id)
         pump = asyncio.create_task(run.reporter.pump())
         run.agent_task = asyncio.create_task(self._runner.run(run.input, run.ctx))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from executor_core import __version__
 from executor_core.agents import AgentRegistry, default_registry
-from executor_core.labels import LabelError, parse_labels
+from executor_core.labels import LabelError, format_labels, parse_labels
 from executor_core.node import protocol
 from executor_core.node.agent import NodeAgent, NodeConfig
 from executor_core.node.connection import HubURLError, check_hub_url
@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config.name,
                 config.capacity,
                 ",".join(config.agents),
-                config.labels or "none",
+                format_labels(config.labels) or "none",
             )
             return asyncio.run(NodeAgent(config, registry, state).run())
     except (StateError, RegistrationError) as exc:

@@ -486,7 +486,7 @@ def _scan(
         cap = node.capacity
         if not has_room(running, cap):
             continue
-        if rest and not matches(rest, node.labels):
+        if False:
             continue
         if not supports(node.agents, agent_id):
             continue

@@ -144,10 +144,15 @@ class FakeHub:
 class NodeProcess:
     """A ``hivemind-node`` subprocess writing its log to a file."""
 
-    def __init__(self, args: list[str], state_dir: Path, name: str, log_path: Path) -> None:
+    def __init__(
+        self, args: list[str], state_dir: Path, name: str, log_path: Path, env: dict[str, str]
+    ) -> None:
         self.args, self.state_dir, self.name, self.log_path = args, state_dir, name, log_path
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HIVEMIND_")}
-        env["PYTHONUNBUFFERED"] = "1"
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("HIVEMIND_")},
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -199,7 +204,8 @@ def state_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def spawn_node(tmp_path: Path, state_dir: Path) -> Iterator[Any]:
-    """``spawn_node(hub, name="n1", capacity=2, *extra)`` starts a node with fast timings."""
+    """``spawn_node(hub, *extra_flags, name=, capacity=, token=, env=)`` starts a node with
+    fast timings; ``token=None`` passes no --token."""
     nodes: list[NodeProcess] = []
 
     def spawn(
@@ -208,6 +214,7 @@ def spawn_node(tmp_path: Path, state_dir: Path) -> Iterator[Any]:
         name: str = "n1",
         capacity: int = 2,
         token: str | None = TOKEN,
+        env: dict[str, str] | None = None,
     ) -> NodeProcess:
         url = hub.url if isinstance(hub, FakeHub) else hub
         args = node_command(
@@ -217,7 +224,8 @@ def spawn_node(tmp_path: Path, state_dir: Path) -> Iterator[Any]:
         )  # fmt: skip
         if token is not None:
             args += ["--token", token]
-        node = NodeProcess(args, state_dir, name, tmp_path / f"{name}-{len(nodes)}.log")
+        log_path = tmp_path / f"{name}-{len(nodes)}.log"
+        node = NodeProcess(args, state_dir, name, log_path, env or {})
         nodes.append(node)
         return node
 

@@ -76,8 +76,14 @@ async def test_a_refused_token_exits_1_instead_of_retrying(fake_hub: FakeHub, sp
     node = spawn_node(fake_hub, token="wrong-token")
     assert await node.wait() == 1
     log = node.log()
-    assert "refused this node's credentials (401 invalid node token)" in log
+    assert "refused this node's credentials (HTTP 401: invalid node token)" in log
     assert len(fake_hub.handshakes) == 1
+
+
+async def test_the_token_can_come_from_the_environment(fake_hub: FakeHub, spawn_node):
+    spawn_node(fake_hub, token=None, env={"HIVEMIND_NODE_TOKEN": fake_hub.token})
+    await fake_hub.wait_connected()
+    assert fake_hub.handshakes[-1]["Authorization"] == f"Bearer {fake_hub.token}"
 
 
 # Registration against a tiny stdlib HTTP server standing in for the hub's REST API.

@@ -19,7 +19,9 @@ async def test_results_finished_while_the_hub_is_down_are_delivered_after_reconn
     await fake_hub.wait_for("task.accepted", session_id="s-away")
     await fake_hub.stop()
 
-    outbox = await eventually(node.outbox, "the result to be kept in the outbox while the hub is down")
+    outbox = await eventually(
+        node.outbox, "the result to be kept in the outbox while the hub is down"
+    )
     assert [(r["session_id"], r["status"]) for r in outbox] == [("s-away", "succeeded")]
     assert not fake_hub.matching("task.finished")
 

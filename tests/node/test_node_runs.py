@@ -118,7 +118,9 @@ async def test_a_repeated_assignment_is_never_run_twice(fake_hub: FakeHub, spawn
     await fake_hub.assign("s-dup", "sleep", "0.5")
     await fake_hub.wait_for("task.accepted", session_id="s-dup")
     await fake_hub.assign("s-dup", "sleep", "0.5")  # while it runs
-    await eventually(lambda: len(fake_hub.matching("task.accepted", session_id="s-dup")) == 2, "a second accept")
+    await eventually(
+        lambda: len(fake_hub.matching("task.accepted", session_id="s-dup")) == 2, "a second accept"
+    )
     await fake_hub.wait_for("task.finished", session_id="s-dup")
     mark = len(fake_hub.frames)
     await fake_hub.assign("s-dup", "sleep", "0.5")  # after it finished: the result again
@@ -163,7 +165,9 @@ async def test_drain_finishes_running_tasks_and_takes_no_more(fake_hub: FakeHub,
 async def test_hub_error_frames_are_logged_not_fatal(fake_hub: FakeHub, spawn_node):
     node = spawn_node(fake_hub)
     await fake_hub.wait_connected()
-    await fake_hub.send("error", code="not_assigned", message="task zz is not assigned to this node")
+    await fake_hub.send(
+        "error", code="not_assigned", message="task zz is not assigned to this node"
+    )
     await fake_hub.assign("s-ok", "echo", "fine")
     await fake_hub.wait_for("task.finished", session_id="s-ok")
     assert "not_assigned: task zz is not assigned to this node" in node.log()
