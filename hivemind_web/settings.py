@@ -75,7 +75,9 @@ TEMPLATES = [
 ]
 
 _SQLITE_URL = f"sqlite:///{DATA_DIR / 'hivemind.sqlite3'}"
-DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL") or _SQLITE_URL, conn_max_age=0)}
+DATABASES = {
+    "default": dj_database_url.parse(env_str("DATABASE_URL") or _SQLITE_URL, conn_max_age=0)
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     # WAL lets readers work while one writer commits; IMMEDIATE takes the write lock at BEGIN,

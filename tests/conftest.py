@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from support.live import (
     REDIS_URL,
     LiveHub,

@@ -17,9 +17,7 @@ from hivemind_web.hub.services import teams as team_services
 from hivemind_web.hub.services.errors import ServiceValidationError, TransitionError
 
 
-def _run_each(
-    request: HttpRequest, rows: QuerySet, action: Any, key: str, done: str
-) -> None:
+def _run_each(request: HttpRequest, rows: QuerySet, action: Any, key: str, done: str) -> None:
     ok, failed = 0, []
     for row in rows:
         try:
@@ -69,7 +67,16 @@ class NodeAdmin(admin.ModelAdmin):
     list_display = ["name", "status", "load", "labels_shown", "cpu", "mem", "last_heartbeat"]
     list_filter = ["status"]
     search_fields = ["name"]
-    readonly_fields = ["name", "status", "running", "last_heartbeat", "cpu", "mem", "agents", "version"]
+    readonly_fields = [
+        "name",
+        "status",
+        "running",
+        "last_heartbeat",
+        "cpu",
+        "mem",
+        "agents",
+        "version",
+    ]
     actions = ["cordon", "uncordon", "drain"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -142,7 +149,16 @@ class TaskEventInline(admin.TabularInline):
 
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
-    list_display = ["session_id", "agent_id", "status", "route", "node", "team", "progress", "created_at"]
+    list_display = [
+        "session_id",
+        "agent_id",
+        "status",
+        "route",
+        "node",
+        "team",
+        "progress",
+        "created_at",
+    ]
     list_filter = ["status", "route", "strategy", "team", "node"]
     search_fields = ["=session_id", "agent_id", "team__name"]
     inlines = [TaskEventInline]

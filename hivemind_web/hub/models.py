@@ -66,9 +66,7 @@ class Team(models.Model):
         FAIL = "fail"
 
     name = models.CharField(max_length=63, unique=True)
-    on_failure = models.CharField(
-        max_length=16, choices=OnFailure.choices, default=OnFailure.RETRY
-    )
+    on_failure = models.CharField(max_length=16, choices=OnFailure.choices, default=OnFailure.RETRY)
     max_retries = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
 

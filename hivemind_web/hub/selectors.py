@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 from django.db.models import Count, Q, QuerySet
@@ -20,7 +21,9 @@ def parse_statuses(raw: str | None) -> list[str]:
     values = [v.strip() for v in raw.split(",") if v.strip()]
     for value in values:
         if value not in TaskStatus._value2member_map_:
-            raise ValueError(ERR_STATUS.format(value=value, choices=", ".join(s.value for s in TaskStatus)))
+            raise ValueError(
+                ERR_STATUS.format(value=value, choices=", ".join(s.value for s in TaskStatus))
+            )
     return values
 
 
@@ -44,10 +47,8 @@ def task_list(
     if search:
         term = search.strip()
         condition = Q(agent_id__icontains=term)
-        try:
+        with contextlib.suppress(ValueError):
             condition |= Q(session_id=uuid.UUID(term))
-        except ValueError:
-            pass
         qs = qs.filter(condition)
     return qs
 

@@ -59,7 +59,12 @@ def node() -> Node:
 
 
 def db_state() -> tuple[int, int, int, int]:
-    return Task.objects.count(), TaskEvent.objects.count(), Team.objects.count(), Node.objects.count()
+    return (
+        Task.objects.count(),
+        TaskEvent.objects.count(),
+        Team.objects.count(),
+        Node.objects.count(),
+    )
 
 
 def test_healthz_needs_no_auth(client) -> None:
@@ -100,9 +105,25 @@ def test_an_operator_submits_a_task_and_reads_it_back(olga: APIClient) -> None:
     assert response.status_code == 201, response.json()
     body = response.json()
     for field in [
-        "session_id", "agent_id", "input", "status", "strategy", "route", "node", "team",
-        "node_selector", "affinity", "progress", "message", "output", "error",
-        "fallback_reason", "attempts", "created_at", "started_at", "finished_at",
+        "session_id",
+        "agent_id",
+        "input",
+        "status",
+        "strategy",
+        "route",
+        "node",
+        "team",
+        "node_selector",
+        "affinity",
+        "progress",
+        "message",
+        "output",
+        "error",
+        "fallback_reason",
+        "attempts",
+        "created_at",
+        "started_at",
+        "finished_at",
     ]:
         assert field in body
     assert (body["status"], body["team"], body["attempts"]) == ("pending", "blue", 1)
@@ -261,14 +282,20 @@ def test_teams_are_created_validated_and_edited(alice: APIClient) -> None:
     assert bad.status_code == 400 and "on_failure" in bad.json()
     ok = alice.patch("/api/v1/teams/red/", {"on_failure": "fallback_local"}, format="json")
     assert ok.json()["on_failure"] == "fallback_local"
-    assert alice.get("/api/v1/teams/red/nodes/").json() == {"team": "red", "nodes": [], "counts": {}}
+    assert alice.get("/api/v1/teams/red/nodes/").json() == {
+        "team": "red",
+        "nodes": [],
+        "counts": {},
+    }
 
 
 def test_the_fallback_mode_switch_is_recorded(alice: APIClient, bob: APIClient) -> None:
     assert bob.get("/api/v1/fallback-mode/").json()["enabled"] is False
     switched = alice.put("/api/v1/fallback-mode/", {"enabled": True}, format="json").json()
     assert (switched["enabled"], switched["changed_by"]) == (True, "alice")
-    assert alice.put("/api/v1/fallback-mode/", {"enabled": "maybe"}, format="json").status_code == 400
+    assert (
+        alice.put("/api/v1/fallback-mode/", {"enabled": "maybe"}, format="json").status_code == 400
+    )
 
 
 def test_registration_needs_the_join_token(settings) -> None:

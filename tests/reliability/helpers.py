@@ -33,7 +33,9 @@ def wait_task(
     try:
         return wait_for(check, timeout=timeout, what=f"task {sid} in {sorted(wanted)}")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\nevents: {events(hub, token, sid)}\nhub log:\n{hub.log()}") from None
+        raise AssertionError(
+            f"{exc}\nevents: {events(hub, token, sid)}\nhub log:\n{hub.log()}"
+        ) from None
 
 
 def events(hub: LiveHub, token: str, sid: str) -> list[tuple[str, str, dict]]:

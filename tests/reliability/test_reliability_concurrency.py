@@ -37,10 +37,12 @@ def test_fifty_concurrent_submissions_and_cancels_leave_no_impossible_state(
         results = list(pool.map(operator, range(50)))
     # A second wave of cancels races the executions themselves.
     with ThreadPoolExecutor(max_workers=16) as pool:
-        late = list(pool.map(
-            lambda r: hub.api("POST", f"/api/v1/tasks/{r[0]}/cancel/", token=token)[0],
-            [r for r in results if r[1] == 0][:10],
-        ))
+        late = list(
+            pool.map(
+                lambda r: hub.api("POST", f"/api/v1/tasks/{r[0]}/cancel/", token=token)[0],
+                [r for r in results if r[1] == 0][:10],
+            )
+        )
     assert set(late) <= {200, 409}
     for sid, cancel_status in results:
         task = wait_task(hub, token, sid, TERMINAL, timeout=60)
@@ -68,15 +70,19 @@ def test_two_hub_processes_share_the_work_through_postgres_and_redis(
     token = front.create_user("alice", "admin")
     # The node is connected to the back hub only; work is submitted to both.
     node = node_factory(back, "shared", capacity=2)
-    wait_for(lambda: front.api("GET", "/api/v1/nodes/shared/", token=token)[1].get("status")
-             == "ready", timeout=20, what="the node ready, seen from the front hub")
+    wait_for(
+        lambda: front.api("GET", "/api/v1/nodes/shared/", token=token)[1].get("status") == "ready",
+        timeout=20,
+        what="the node ready, seen from the front hub",
+    )
     tasks = []
     for i in range(12):
         hub = front if i % 2 else back
         tasks.append((hub, submit(hub, token, agent_id="sleep", input="0.3", strategy="golem")))
     done = [wait_task(hub, token, t["session_id"], TERMINAL, timeout=60) for hub, t in tasks]
     assert {d["status"] for d in done} == {"succeeded"}
-    remote_from_front = [d for (hub, _), d in zip(tasks, done, strict=True)
-                         if hub is front and d["route"] == "golem"]
+    remote_from_front = [
+        d for (hub, _), d in zip(tasks, done, strict=True) if hub is front and d["route"] == "golem"
+    ]
     assert remote_from_front, "the front hub never reached the node through Redis"
     assert node.stats()["peak_running"] <= 2

@@ -15,8 +15,12 @@ pytestmark = pytest.mark.slow
 
 
 def team(hub: Any, token: str, name: str, on_failure: str, max_retries: int = 1) -> None:
-    status, body = hub.api("POST", "/api/v1/teams/", token=token,
-                           body={"name": name, "on_failure": on_failure, "max_retries": max_retries})
+    status, body = hub.api(
+        "POST",
+        "/api/v1/teams/",
+        token=token,
+        body={"name": name, "on_failure": on_failure, "max_retries": max_retries},
+    )
     assert status == 201, body
 
 
@@ -35,8 +39,11 @@ def test_a_killed_node_is_not_ready_and_its_task_follows_the_team_policy(
     second = node_factory(hub, "second", labels="zone=a", capacity=2)
     second.wait_ready(token)
     first.kill()
-    wait_for(lambda: node_status(hub, token, "first") == "not_ready", timeout=6,
-             what="first not_ready within the grace")
+    wait_for(
+        lambda: node_status(hub, token, "first") == "not_ready",
+        timeout=6,
+        what="first not_ready within the grace",
+    )
     if policy == "retry":
         done = wait_task(hub, token, task["session_id"], "succeeded", timeout=30)
         assert (done["node"], done["attempts"]) == ("second", 2)
@@ -62,8 +69,11 @@ def test_a_retry_never_goes_back_to_the_node_that_lost_the_task(
     only.kill()
     # The node comes back under the same name after the task was declared lost.
     wait_task(hub, token, task["session_id"], {"pending", "running", "succeeded"}, timeout=20)
-    wait_for(lambda: get_task(hub, token, task["session_id"])["attempts"] == 2, timeout=20,
-             what="the second attempt")
+    wait_for(
+        lambda: get_task(hub, token, task["session_id"])["attempts"] == 2,
+        timeout=20,
+        what="the second attempt",
+    )
     node_factory(hub, "only", capacity=2).wait_ready(token)
     done = wait_task(hub, token, task["session_id"], "succeeded", timeout=30)
     # Its only node is excluded, so the retry fell back to local.
@@ -83,8 +93,11 @@ def test_results_finished_while_the_hub_was_down_are_recorded_once(
         assert wait_task(hub, token, task["session_id"], "running")["route"] == "golem"
     hub.stop()
     # The agents finish while the hub is away and keep their results.
-    wait_for(lambda: all(n.stats().get("finished", 0) >= 2 for n in nodes), timeout=20,
-             what="nodes finishing offline")
+    wait_for(
+        lambda: all(n.stats().get("finished", 0) >= 2 for n in nodes),
+        timeout=20,
+        what="nodes finishing offline",
+    )
     hub.start(migrate=False)
     for task in tasks:
         done = wait_task(hub, token, task["session_id"], "succeeded", timeout=30)
@@ -92,8 +105,11 @@ def test_results_finished_while_the_hub_was_down_are_recorded_once(
         assert [e[0] for e in events(hub, token, task["session_id"])].count("succeeded") == 1
     assert sum(n.stats()["started"] for n in nodes) == 4  # none ran twice
     for node in nodes:
-        wait_for(lambda n=node: node_status(hub, token, n.name) == "ready", timeout=10,
-                 what="nodes reconnected by themselves")
+        wait_for(
+            lambda n=node: node_status(hub, token, n.name) == "ready",
+            timeout=10,
+            what="nodes reconnected by themselves",
+        )
 
 
 def test_a_hub_restart_fails_its_own_interrupted_local_runs(hub_factory: Any) -> None:
@@ -122,7 +138,9 @@ def test_force_fallback_moves_a_remote_task_to_local_with_an_audit_event(
     done = wait_task(hub, token, task["session_id"], "succeeded", timeout=20)
     assert (done["route"], done["node"]) == ("local", None)
     assert done["fallback_reason"] == "forced to local by alice"
-    assert ("force_fallback", "alice") in [(k, a) for k, a, _ in events(hub, token, task["session_id"])]
+    assert ("force_fallback", "alice") in [
+        (k, a) for k, a, _ in events(hub, token, task["session_id"])
+    ]
     # The node was told to stop, and its slot is free again.
     wait_for(lambda: node.stats().get("finished", 0) >= 1, timeout=10, what="node cancel")
     _, remote = hub.api("GET", "/api/v1/nodes/remote/", token=token)
@@ -143,8 +161,11 @@ def test_a_draining_node_takes_no_work_and_shows_draining_until_its_tasks_end(
     other = submit(hub, token, agent_id="echo", input="x", strategy="golem")
     assert wait_task(hub, token, other["session_id"], "succeeded")["route"] == "local"
     wait_task(hub, token, task["session_id"], "succeeded", timeout=20)
-    wait_for(lambda: node_status(hub, token, "busy") == "cordoned", timeout=10,
-             what="a drained node staying cordoned")
+    wait_for(
+        lambda: node_status(hub, token, "busy") == "cordoned",
+        timeout=10,
+        what="a drained node staying cordoned",
+    )
 
 
 def test_an_assignment_nobody_accepts_falls_back_to_local(hub_factory: Any) -> None:
@@ -156,22 +177,47 @@ def test_an_assignment_nobody_accepts_falls_back_to_local(hub_factory: Any) -> N
 
     hub = hub_factory()
     token = hub.create_user("alice", "admin")
-    _, reg = hub.api("POST", "/api/v1/nodes/register/",
-                     body={"join_token": hub.join_token, "name": "mute", "capacity": 1})
+    _, reg = hub.api(
+        "POST",
+        "/api/v1/nodes/register/",
+        body={"join_token": hub.join_token, "name": "mute", "capacity": 1},
+    )
 
     async def scenario() -> dict:
-        async with connect(hub.url.replace("http", "ws") + "/ws/nodes/", origin=hub.url,
-                           additional_headers={"Authorization": f"Bearer {reg['token']}"}) as ws:
-            await ws.send(json.dumps({"type": "hello", "v": 1, "name": "mute", "version": "t",
-                                      "labels": {}, "capacity": 1, "agents": [], "running": []}))
+        async with connect(
+            hub.url.replace("http", "ws") + "/ws/nodes/",
+            origin=hub.url,
+            additional_headers={"Authorization": f"Bearer {reg['token']}"},
+        ) as ws:
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "hello",
+                        "v": 1,
+                        "name": "mute",
+                        "version": "t",
+                        "labels": {},
+                        "capacity": 1,
+                        "agents": [],
+                        "running": [],
+                    }
+                )
+            )
             await ws.recv()  # welcome
-            await ws.send(json.dumps({"type": "heartbeat", "v": 1, "running": 0, "cpu": 1.0,
-                                      "mem": 1.0, "peak": 0}))
+            await ws.send(
+                json.dumps(
+                    {"type": "heartbeat", "v": 1, "running": 0, "cpu": 1.0, "mem": 1.0, "peak": 0}
+                )
+            )
             await asyncio.to_thread(
-                wait_for, lambda: node_status(hub, token, "mute") == "ready", timeout=10,
-                what="mute ready")
-            task = await asyncio.to_thread(submit, hub, token, agent_id="echo", input="x",
-                                           strategy="golem")
+                wait_for,
+                lambda: node_status(hub, token, "mute") == "ready",
+                timeout=10,
+                what="mute ready",
+            )
+            task = await asyncio.to_thread(
+                submit, hub, token, agent_id="echo", input="x", strategy="golem"
+            )
             assign = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert assign["type"] == "task.assign"
             return await asyncio.to_thread(wait_task, hub, token, task["session_id"], "succeeded")

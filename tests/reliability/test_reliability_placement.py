@@ -42,7 +42,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveHub, s
 
 
 def run_all(hub: LiveHub, token: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [wait_task(hub, token, t["session_id"], {"succeeded", "failed", "cancelled"}) for t in tasks]
+    return [
+        wait_task(hub, token, t["session_id"], {"succeeded", "failed", "cancelled"}) for t in tasks
+    ]
 
 
 def running(hub: LiveHub, token: str, sid: str) -> dict[str, Any]:
@@ -51,12 +53,17 @@ def running(hub: LiveHub, token: str, sid: str) -> dict[str, Any]:
 
 def test_a_selector_places_tasks_only_on_matching_nodes(fleet: Any) -> None:
     hub, token, _ = fleet
-    tasks = [submit(hub, token, agent_id="sleep", input="1", strategy="golem",
-                    node_selector={"zone": "a"}) for _ in range(4)]
+    tasks = [
+        submit(
+            hub, token, agent_id="sleep", input="1", strategy="golem", node_selector={"zone": "a"}
+        )
+        for _ in range(4)
+    ]
     placed = {running(hub, token, t["session_id"])["node"] for t in tasks}
     assert placed <= {"alpha", "beta"} and placed
-    gpu = submit(hub, token, agent_id="echo", input="x", strategy="golem",
-                 node_selector={"gpu": "true"})
+    gpu = submit(
+        hub, token, agent_id="echo", input="x", strategy="golem", node_selector={"gpu": "true"}
+    )
     done = wait_task(hub, token, gpu["session_id"], "succeeded")
     assert done["node"] == "alpha", (done["route_reason"], done["fallback_reason"])
     run_all(hub, token, tasks)
@@ -64,8 +71,9 @@ def test_a_selector_places_tasks_only_on_matching_nodes(fleet: Any) -> None:
 
 def test_a_selector_nobody_matches_falls_back_to_local_with_the_reason(fleet: Any) -> None:
     hub, token, _ = fleet
-    task = submit(hub, token, agent_id="echo", input="hi", strategy="golem",
-                  node_selector={"zone": "mars"})
+    task = submit(
+        hub, token, agent_id="echo", input="hi", strategy="golem", node_selector={"zone": "mars"}
+    )
     done = wait_task(hub, token, task["session_id"], "succeeded")
     assert (done["route"], done["node"], done["output"]) == ("local", None, "hi")
     assert "zone=mars" in done["fallback_reason"]
@@ -76,8 +84,15 @@ def test_require_spread_puts_each_member_on_its_own_node_and_the_extra_one_local
 ) -> None:
     hub, token, _ = fleet
     members = [
-        submit(hub, token, agent_id="sleep", input="3", strategy="golem", team="spread-hard",
-               affinity="require_spread")
+        submit(
+            hub,
+            token,
+            agent_id="sleep",
+            input="3",
+            strategy="golem",
+            team="spread-hard",
+            affinity="require_spread",
+        )
         for _ in range(4)
     ]
     placed = [running(hub, token, m["session_id"]) for m in members]
@@ -96,11 +111,28 @@ def test_require_spread_puts_each_member_on_its_own_node_and_the_extra_one_local
 
 def test_require_colocate_keeps_the_team_on_one_node(fleet: Any) -> None:
     hub, token, _ = fleet
-    first = submit(hub, token, agent_id="sleep", input="3", strategy="golem",
-                   team="colo-hard", affinity="require_colocate")
+    first = submit(
+        hub,
+        token,
+        agent_id="sleep",
+        input="3",
+        strategy="golem",
+        team="colo-hard",
+        affinity="require_colocate",
+    )
     home = running(hub, token, first["session_id"])["node"]
-    others = [submit(hub, token, agent_id="sleep", input="1", strategy="golem",
-                     team="colo-hard", affinity="require_colocate") for _ in range(2)]
+    others = [
+        submit(
+            hub,
+            token,
+            agent_id="sleep",
+            input="1",
+            strategy="golem",
+            team="colo-hard",
+            affinity="require_colocate",
+        )
+        for _ in range(2)
+    ]
     assert {running(hub, token, o["session_id"])["node"] for o in others} == {home}
     assert nodes_of_team(hub, token, "colo-hard") == {home}
     run_all(hub, token, [first, *others])
@@ -108,11 +140,25 @@ def test_require_colocate_keeps_the_team_on_one_node(fleet: Any) -> None:
 
 def test_prefer_colocate_joins_the_team_where_it_runs(fleet: Any) -> None:
     hub, token, _ = fleet
-    first = submit(hub, token, agent_id="sleep", input="3", strategy="golem",
-                   team="colo-soft", affinity="prefer_colocate")
+    first = submit(
+        hub,
+        token,
+        agent_id="sleep",
+        input="3",
+        strategy="golem",
+        team="colo-soft",
+        affinity="prefer_colocate",
+    )
     home = running(hub, token, first["session_id"])["node"]
-    second = submit(hub, token, agent_id="sleep", input="1", strategy="golem",
-                    team="colo-soft", affinity="prefer_colocate")
+    second = submit(
+        hub,
+        token,
+        agent_id="sleep",
+        input="1",
+        strategy="golem",
+        team="colo-soft",
+        affinity="prefer_colocate",
+    )
     assert running(hub, token, second["session_id"])["node"] == home
     run_all(hub, token, [first, second])
 
@@ -121,8 +167,17 @@ def test_prefer_spread_uses_distinct_nodes_while_it_can(fleet: Any) -> None:
     hub, token, _ = fleet
     members = []
     for _ in range(3):
-        members.append(submit(hub, token, agent_id="sleep", input="3", strategy="golem",
-                              team="spread-soft", affinity="prefer_spread"))
+        members.append(
+            submit(
+                hub,
+                token,
+                agent_id="sleep",
+                input="3",
+                strategy="golem",
+                team="spread-soft",
+                affinity="prefer_spread",
+            )
+        )
         running(hub, token, members[-1]["session_id"])
     assert sorted(get_task(hub, token, m["session_id"])["node"] for m in members) == sorted(NODES)
     run_all(hub, token, members)
@@ -130,8 +185,12 @@ def test_prefer_spread_uses_distinct_nodes_while_it_can(fleet: Any) -> None:
 
 def test_no_policy_takes_the_least_loaded_node(fleet: Any) -> None:
     hub, token, _ = fleet
-    busy = [submit(hub, token, agent_id="sleep", input="3", strategy="golem",
-                   node_selector={"zone": "a"}) for _ in range(2)]
+    busy = [
+        submit(
+            hub, token, agent_id="sleep", input="3", strategy="golem", node_selector={"zone": "a"}
+        )
+        for _ in range(2)
+    ]
     busy_nodes = [running(hub, token, b["session_id"])["node"] for b in busy]
     # Least loaded first: the two zone=a tasks went to different nodes.
     assert sorted(busy_nodes) == ["alpha", "beta"]
@@ -140,15 +199,17 @@ def test_no_policy_takes_the_least_loaded_node(fleet: Any) -> None:
     run_all(hub, token, busy)
 
 
-def test_two_hundred_tasks_never_overcommit_a_node(tmp_path: Path, hub_factory: Any,
-                                                   node_factory: Any) -> None:
+def test_two_hundred_tasks_never_overcommit_a_node(
+    tmp_path: Path, hub_factory: Any, node_factory: Any
+) -> None:
     hub = hub_factory("capacity", extra_env={"HIVEMIND_LOCAL_CONCURRENCY": "4"})
     token = hub.create_user("alice", "admin")
     nodes = [node_factory(hub, f"cap-{i}", capacity=2) for i in range(3)]
     for node in nodes:
         node.wait_ready(token)
-    tasks = [submit(hub, token, agent_id="sleep", input="0.2", strategy="golem")
-             for _ in range(200)]
+    tasks = [
+        submit(hub, token, agent_id="sleep", input="0.2", strategy="golem") for _ in range(200)
+    ]
     done = run_all(hub, token, tasks)
     failed = [(t["error"], t["fallback_reason"]) for t in done if t["status"] != "succeeded"]
     assert not failed, failed[:5]

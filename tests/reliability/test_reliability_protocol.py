@@ -20,8 +20,11 @@ pytestmark = pytest.mark.slow
 
 
 def register(hub: LiveHub, name: str) -> str:
-    status, body = hub.api("POST", "/api/v1/nodes/register/",
-                           body={"join_token": hub.join_token, "name": name, "capacity": 2})
+    status, body = hub.api(
+        "POST",
+        "/api/v1/nodes/register/",
+        body={"join_token": hub.join_token, "name": name, "capacity": 2},
+    )
     assert status == 201, body
     return body["token"]
 
@@ -35,8 +38,9 @@ def frame(type_: str, **fields: Any) -> str:
 
 
 async def hello(ws: Any, name: str) -> None:
-    await ws.send(frame("hello", name=name, version="test", labels={}, capacity=2, agents=[],
-                        running=[]))
+    await ws.send(
+        frame("hello", name=name, version="test", labels={}, capacity=2, agents=[], running=[])
+    )
     reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert reply["type"] == "welcome", reply
 
@@ -53,8 +57,11 @@ async def expect_error(ws: Any, code: str | None = None) -> dict:
 def test_a_wrong_token_is_refused_at_the_handshake(live_hub: LiveHub) -> None:
     async def attempt(token: str) -> int:
         try:
-            async with connect(ws_url(live_hub), origin=live_hub.url,
-                               additional_headers={"Authorization": f"Bearer {token}"}):
+            async with connect(
+                ws_url(live_hub),
+                origin=live_hub.url,
+                additional_headers={"Authorization": f"Bearer {token}"},
+            ):
                 return 101
         except InvalidStatus as exc:
             return exc.response.status_code
@@ -68,8 +75,11 @@ def test_a_foreign_origin_is_refused(live_hub: LiveHub) -> None:
 
     async def attempt() -> int:
         try:
-            async with connect(ws_url(live_hub), origin="http://evil.example",
-                               additional_headers={"Authorization": f"Bearer {token}"}):
+            async with connect(
+                ws_url(live_hub),
+                origin="http://evil.example",
+                additional_headers={"Authorization": f"Bearer {token}"},
+            ):
                 return 101
         except InvalidStatus as exc:
             return exc.response.status_code
@@ -96,8 +106,11 @@ def test_malformed_frames_get_an_error_frame_and_the_connection_survives(
     token = register(live_hub, "sloppy")
 
     async def scenario() -> None:
-        async with connect(ws_url(live_hub), origin=live_hub.url,
-                           additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        async with connect(
+            ws_url(live_hub),
+            origin=live_hub.url,
+            additional_headers={"Authorization": f"Bearer {token}"},
+        ) as ws:
             await hello(ws, "sloppy")
             await ws.send(raw)
             error = await expect_error(ws)
@@ -123,18 +136,36 @@ def test_a_node_cannot_report_on_another_nodes_task(hub_factory: Any, node_facto
     mallory = register(hub, "mallory")
 
     async def scenario() -> None:
-        async with connect(ws_url(hub), origin=hub.url,
-                           additional_headers={"Authorization": f"Bearer {mallory}"}) as ws:
+        async with connect(
+            ws_url(hub), origin=hub.url, additional_headers={"Authorization": f"Bearer {mallory}"}
+        ) as ws:
             await hello(ws, "mallory")
             await ws.send(frame("task.progress", session_id=sid, pct=99.0, message="pwned"))
             await expect_error(ws, "not_assigned")
-            await ws.send(frame("task.finished", session_id=sid, attempt=1, status="failed",
-                                output="", error="pwned"))
+            await ws.send(
+                frame(
+                    "task.finished",
+                    session_id=sid,
+                    attempt=1,
+                    status="failed",
+                    output="",
+                    error="pwned",
+                )
+            )
             await expect_error(ws, "not_assigned")
             await ws.send(frame("task.accepted", session_id=sid, attempt=1))
             # Saying hello under another node's name is refused too.
-            await ws.send(frame("hello", name="honest", version="x", labels={}, capacity=1,
-                                agents=[], running=[]))
+            await ws.send(
+                frame(
+                    "hello",
+                    name="honest",
+                    version="x",
+                    labels={},
+                    capacity=1,
+                    agents=[],
+                    running=[],
+                )
+            )
             await expect_error(ws)
 
     before = get_task(hub, token, sid)

@@ -117,7 +117,12 @@ class LiveHub:
     def manage(self, *args: str, input: str | None = None) -> str:
         result = subprocess.run(
             [sys.executable, "manage.py", *args],
-            cwd=REPO, env=self.env, capture_output=True, text=True, input=input, timeout=120,
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=120,
         )
         if result.returncode != 0:
             raise AssertionError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
@@ -129,9 +134,20 @@ class LiveHub:
             self.manage("migrate", "--verbosity", "0")
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-             "hivemind_web.asgi:application"],
-            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "hivemind_web.asgi:application",
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         wait_for(self._healthy, timeout=30, what=f"the hub on {self.url}")
         return self
@@ -218,10 +234,23 @@ class NodeProcess:
         self.hub, self.name = hub, name
         self.state_dir = state_dir or hub.data_dir / "nodes"
         self.args = [
-            sys.executable, "-m", "executor_core.node.cli",
-            "--hub", hub.url, "--name", name, "--capacity", str(capacity),
-            "--join-token", hub.join_token, "--state-dir", str(self.state_dir),
-            "--heartbeat", str(heartbeat), "--max-backoff", "1",
+            sys.executable,
+            "-m",
+            "executor_core.node.cli",
+            "--hub",
+            hub.url,
+            "--name",
+            name,
+            "--capacity",
+            str(capacity),
+            "--join-token",
+            hub.join_token,
+            "--state-dir",
+            str(self.state_dir),
+            "--heartbeat",
+            str(heartbeat),
+            "--max-backoff",
+            "1",
         ]
         if labels:
             self.args += ["--labels", labels]

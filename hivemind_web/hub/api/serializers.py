@@ -15,9 +15,26 @@ class TaskSerializer(serializers.ModelSerializer):
     class Meta:
         model = Task
         fields = [
-            "session_id", "agent_id", "input", "status", "strategy", "route", "route_reason",
-            "node", "team", "node_selector", "affinity", "progress", "message", "output",
-            "error", "fallback_reason", "attempts", "created_at", "started_at", "finished_at",
+            "session_id",
+            "agent_id",
+            "input",
+            "status",
+            "strategy",
+            "route",
+            "route_reason",
+            "node",
+            "team",
+            "node_selector",
+            "affinity",
+            "progress",
+            "message",
+            "output",
+            "error",
+            "fallback_reason",
+            "attempts",
+            "created_at",
+            "started_at",
+            "finished_at",
         ]
         read_only_fields = fields
 
@@ -33,7 +50,9 @@ class TaskSubmitSerializer(serializers.Serializer):
     input = serializers.CharField(allow_blank=True, trim_whitespace=False, default="")
     strategy = serializers.CharField(default="auto")
     team = serializers.CharField(required=False, allow_null=True, allow_blank=True, default=None)
-    node_selector = serializers.DictField(child=serializers.CharField(allow_blank=True), default=dict)
+    node_selector = serializers.DictField(
+        child=serializers.CharField(allow_blank=True), default=dict
+    )
     affinity = serializers.CharField(default="none")
 
 
@@ -47,8 +66,18 @@ class NodeSerializer(serializers.ModelSerializer):
     class Meta:
         model = Node
         fields = [
-            "name", "status", "labels", "capacity", "running", "last_heartbeat", "cpu", "mem",
-            "agents", "version", "cordoned", "draining",
+            "name",
+            "status",
+            "labels",
+            "capacity",
+            "running",
+            "last_heartbeat",
+            "cpu",
+            "mem",
+            "agents",
+            "version",
+            "cordoned",
+            "draining",
         ]
         read_only_fields = fields
 

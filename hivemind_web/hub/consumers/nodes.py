@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 # After a hello, a node re-sends the results it buffered; give them time to land before
 # calling its missing tasks lost.
 RECONCILE_DELAY = 3.0
-NOT_RUNNING_AFTER_RECONNECT = "node lost (the task was not running on the node after it reconnected)"
+NOT_RUNNING_AFTER_RECONNECT = (
+    "node lost (the task was not running on the node after it reconnected)"
+)
 
 
 def _bearer(scope: dict[str, Any]) -> str:
@@ -148,7 +150,11 @@ class NodeConsumer(AsyncWebsocketConsumer):
         hello_at = timezone.now()
         await self.runtime.writer.run(
             node_services.node_connected,
-            name=name, version=version, labels=labels, capacity=capacity, agents=agents,
+            name=name,
+            version=version,
+            labels=labels,
+            capacity=capacity,
+            agents=agents,
         )
         self.hello_done = True
         await self.send_frame(
@@ -168,7 +174,10 @@ class NodeConsumer(AsyncWebsocketConsumer):
 
     def on_heartbeat(self, running: int, cpu: float, mem: float, peak: int = 0) -> None:
         self.runtime.heartbeats[self.node_name] = {
-            "time": timezone.now(), "running": running, "cpu": cpu, "mem": mem,
+            "time": timezone.now(),
+            "running": running,
+            "cpu": cpu,
+            "mem": mem,
         }
 
     # Reports are queued on the ordered writer and answered from a follow-up task, so a busy
@@ -178,7 +187,9 @@ class NodeConsumer(AsyncWebsocketConsumer):
     def on_task_accepted(self, session_id: str, attempt: int) -> None:
         written = self.runtime.writer.enqueue(
             task_services.task_mark_running,
-            session_id=session_id, attempt=attempt, node_name=self.node_name,
+            session_id=session_id,
+            attempt=attempt,
+            node_name=self.node_name,
         )
         self.runtime.spawn(self._after_accepted(written, session_id, attempt))
 
@@ -223,8 +234,12 @@ class NodeConsumer(AsyncWebsocketConsumer):
             self.runtime.progress.flush_nowait(session_id)
             written = self.runtime.writer.enqueue(
                 task_services.task_finish,
-                session_id=session_id, attempt=attempt, status=status, output=output,
-                error=error, node_name=self.node_name,
+                session_id=session_id,
+                attempt=attempt,
+                status=status,
+                output=output,
+                error=error,
+                node_name=self.node_name,
             )
             self.assigned.discard(session_id)
             self.runtime.golem.index.remove(session_id)
@@ -246,8 +261,10 @@ class NodeConsumer(AsyncWebsocketConsumer):
         self.assigned.add(event["session_id"])
         await self.send_frame(
             "task.assign",
-            session_id=event["session_id"], agent_id=event["agent_id"],
-            input=event["input"], attempt=event["attempt"],
+            session_id=event["session_id"],
+            agent_id=event["agent_id"],
+            input=event["input"],
+            attempt=event["attempt"],
         )
 
     async def task_cancel(self, event: dict[str, Any]) -> None:

@@ -91,7 +91,11 @@ class LocalFallback:
             return ExecutionResult(sid, TaskStatus.CANCELLED, "local", fallback_reason=reason)
         result = await self.runtime.local.execute(request)
         return ExecutionResult(
-            sid, result.status, "local", output=result.output, error=result.error,
+            sid,
+            result.status,
+            "local",
+            output=result.output,
+            error=result.error,
             fallback_reason=reason,
         )
 
@@ -176,16 +180,20 @@ class Runtime:
         )
         if task.force_local:
             executor, route, reason = self.local, "local", task.fallback_reason
-        elif request.strategy != ExecutionStrategy.LOCAL and await database_sync_to_async(
-            fallback_mode_enabled
-        )():
+        elif (
+            request.strategy != ExecutionStrategy.LOCAL
+            and await database_sync_to_async(fallback_mode_enabled)()
+        ):
             executor, route, reason = self.local, "local", FALLBACK_MODE_REASON
         else:
             decision = await self.router.decide(request)
             executor, route, reason = decision.executor, decision.strategy.value, decision.reason
         routed = await self.writer.run(
             task_services.task_mark_routed,
-            session_id=session_id, attempt=attempt, route=route, reason=reason,
+            session_id=session_id,
+            attempt=attempt,
+            route=route,
+            reason=reason,
         )
         if not routed:
             return  # cancelled or superseded while being routed
@@ -208,7 +216,11 @@ class Runtime:
         await self.progress.flush(session_id)
         await self.writer.run(
             task_services.task_finish,
-            session_id=session_id, attempt=attempt, status=status, output=output, error=error,
+            session_id=session_id,
+            attempt=attempt,
+            status=status,
+            output=output,
+            error=error,
         )
 
     async def send_cancel(self, node: str, session_id: str) -> None:

@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 
 class OrderedWriter:
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[tuple[Callable[..., Any], tuple, dict, asyncio.Future]] | None = None
+        self._queue: (
+            asyncio.Queue[tuple[Callable[..., Any], tuple, dict, asyncio.Future]] | None
+        ) = None
         self._worker: asyncio.Task[None] | None = None
 
     def _ensure(self) -> asyncio.Queue:

@@ -100,7 +100,7 @@ def node_register(
     if errors:
         raise ServiceValidationError(errors)
     token = secrets.token_urlsafe(32)
-    node, created = Node.objects.select_for_update().get_or_create(
+    node, _created = Node.objects.select_for_update().get_or_create(
         name=name, defaults={"labels": labels, "capacity": capacity}
     )
     node.token_hash = hash_token(token)
@@ -170,8 +170,11 @@ def node_flush_heartbeats(beats: Mapping[str, Mapping[str, Any]]) -> None:
                 events.publish_node(node)
             samples.append(
                 NodeLoadSample(
-                    node=node, time=beat["time"], running=beat["running"],
-                    cpu=beat["cpu"], mem=beat["mem"],
+                    node=node,
+                    time=beat["time"],
+                    running=beat["running"],
+                    cpu=beat["cpu"],
+                    mem=beat["mem"],
                 )
             )
         NodeLoadSample.objects.bulk_create(samples)
@@ -263,7 +266,9 @@ def node_update(
 
 
 @transaction.atomic
-def node_create(*, name: str, labels: Mapping[str, str] | None = None, capacity: int = 1) -> tuple[Node, str]:
+def node_create(
+    *, name: str, labels: Mapping[str, str] | None = None, capacity: int = 1
+) -> tuple[Node, str]:
     """Create a node record by hand (admin, CLI) and return its token, shown once."""
     errors = validate_node_fields(name=name, labels=labels or {}, capacity=capacity)
     if not errors and Node.objects.filter(name=name).exists():

@@ -44,7 +44,11 @@ def task_handle_failure(*, task: Task, error: str, actor: Any = None) -> Task | 
     common: dict[str, Any] = {"error": error, "node": None, "progress": 0.0, "message": ""}
     if decision == Team.OnFailure.FAIL:
         done = _transition(
-            task.session_id, task.attempts, ACTIVE, status=FAILED, error=error,
+            task.session_id,
+            task.attempts,
+            ACTIVE,
+            status=FAILED,
+            error=error,
             finished_at=timezone.now(),
         )
         if done is None:

@@ -151,7 +151,7 @@ def task_submit(
     return task
 
 
-def _runtime():  # noqa: ANN202 - imported late: services must not pull in the runtime
+def _runtime():
     from hivemind_web.hub.execution import runtime
 
     return runtime
@@ -170,7 +170,9 @@ def get_task(session_id: Any) -> Task:
         raise NotFound(f"no task {session_id}") from None
 
 
-def _transition(session_id: Any, attempt: int | None, leaving: Iterable[str], **changes: Any) -> Task | None:
+def _transition(
+    session_id: Any, attempt: int | None, leaving: Iterable[str], **changes: Any
+) -> Task | None:
     """The conditional update at the heart of every transition; the task when it happened."""
     qs = Task.objects.filter(session_id=session_id, status__in=list(leaving))
     if attempt is not None:
@@ -272,7 +274,12 @@ def task_mark_running(
     now = timezone.now()
     if node_name is None:
         task = _transition(
-            session_id, attempt, [PENDING], status=RUNNING, started_at=now, owner=owner,
+            session_id,
+            attempt,
+            [PENDING],
+            status=RUNNING,
+            started_at=now,
+            owner=owner,
             route=Task.Route.LOCAL,
         )
     else:
@@ -321,7 +328,11 @@ def task_record_progress(updates: Mapping[str, dict[str, Any]]) -> list[Task]:
             if update.get("lines"):
                 broadcast.send_after_commit(
                     broadcast.task_group(str(task.session_id)),
-                    {"type": "task.log", "session_id": str(task.session_id), "lines": update["lines"]},
+                    {
+                        "type": "task.log",
+                        "session_id": str(task.session_id),
+                        "lines": update["lines"],
+                    },
                 )
             changed.append(task)
     return changed
@@ -350,7 +361,11 @@ def task_finish(
     if status == FAILED:
         return task_handle_failure(task=task, error=error, actor=actor or node_name)
     now = timezone.now()
-    changes: dict[str, Any] = {"status": status, "finished_at": now, "output": _bounded_output(output)}
+    changes: dict[str, Any] = {
+        "status": status,
+        "finished_at": now,
+        "output": _bounded_output(output),
+    }
     if status == SUCCEEDED:
         changes["progress"] = 100.0
     if error:
@@ -369,9 +384,7 @@ def task_cancel(*, session_id: Any, actor: Any) -> Task:
     task = get_task(session_id)
     if task.is_terminal:
         raise TransitionError(ERR_TERMINAL.format(sid=task.session_id, status=task.status))
-    done = _transition(
-        task.session_id, None, ACTIVE, status=CANCELLED, finished_at=timezone.now()
-    )
+    done = _transition(task.session_id, None, ACTIVE, status=CANCELLED, finished_at=timezone.now())
     if done is None:  # finished between our read and the update
         task.refresh_from_db()
         raise TransitionError(ERR_TERMINAL.format(sid=task.session_id, status=task.status))

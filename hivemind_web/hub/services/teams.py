@@ -23,9 +23,7 @@ def _validate(on_failure: str | None, max_retries: int | None) -> dict[str, str]
     errors: dict[str, str] = {}
     if on_failure is not None and on_failure not in Team.OnFailure.values:
         errors["on_failure"] = ERR_ON_FAILURE
-    if max_retries is not None and not (
-        isinstance(max_retries, int) and 0 <= max_retries <= 100
-    ):
+    if max_retries is not None and not (isinstance(max_retries, int) and 0 <= max_retries <= 100):
         errors["max_retries"] = ERR_MAX_RETRIES
     return errors
 
@@ -45,9 +43,7 @@ def team_get_or_create(*, name: str) -> Team:
 
 
 @transaction.atomic
-def team_create(
-    *, name: str, on_failure: str = Team.OnFailure.RETRY, max_retries: int = 1
-) -> Team:
+def team_create(*, name: str, on_failure: str = Team.OnFailure.RETRY, max_retries: int = 1) -> Team:
     errors = _validate(on_failure, max_retries)
     if problem := validate_team_name(name):
         errors["name"] = problem

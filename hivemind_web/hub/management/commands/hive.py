@@ -43,7 +43,9 @@ class Command(BaseCommand):
         parser.add_argument("--nodes", type=int, default=2, help="local node agents (0..16)")
         parser.add_argument("--capacity", type=int, default=2, help="capacity of each node")
 
-    def handle(self, *args: Any, host: str, port: int, nodes: int, capacity: int, **kw: Any) -> None:
+    def handle(
+        self, *args: Any, host: str, port: int, nodes: int, capacity: int, **kw: Any
+    ) -> None:
         if not 0 <= nodes <= 16:
             raise CommandError("--nodes must be between 0 and 16")
         if not 1 <= port <= 65535:
@@ -60,8 +62,16 @@ class Command(BaseCommand):
         try:
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "daphne", "-b", host, "-p", str(port),
-                     "hivemind_web.asgi:application"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "daphne",
+                        "-b",
+                        host,
+                        "-p",
+                        str(port),
+                        "hivemind_web.asgi:application",
+                    ],
                     env=env,
                 )
             )
@@ -70,15 +80,30 @@ class Command(BaseCommand):
             for i in range(nodes):
                 procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "executor_core.node.cli", "--hub", hub_url,
-                         "--name", f"node-{i + 1}", "--labels", DEMO_LABELS[i % len(DEMO_LABELS)],
-                         "--capacity", str(capacity), "--join-token", join_token,
-                         "--state-dir", str(state_dir)],
+                        [
+                            sys.executable,
+                            "-m",
+                            "executor_core.node.cli",
+                            "--hub",
+                            hub_url,
+                            "--name",
+                            f"node-{i + 1}",
+                            "--labels",
+                            DEMO_LABELS[i % len(DEMO_LABELS)],
+                            "--capacity",
+                            str(capacity),
+                            "--join-token",
+                            join_token,
+                            "--state-dir",
+                            str(state_dir),
+                        ],
                         env=env,
                     )
                 )
             self.stdout.write(
-                self.style.SUCCESS(f"Hivemind is up at {hub_url}/ with {nodes} node(s). Ctrl-C stops it.")
+                self.style.SUCCESS(
+                    f"Hivemind is up at {hub_url}/ with {nodes} node(s). Ctrl-C stops it."
+                )
             )
             while all(p.poll() is None for p in procs):
                 time.sleep(0.5)

@@ -1,4 +1,4 @@
-"""``manage.py node_token NAME [--labels k=v,...] [--capacity N]``: create a node, print its token."""
+"""``manage.py node_token NAME [--labels k=v] [--capacity N]``: create a node, print its token."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, name: str, labels: str, capacity: int, **kw: Any) -> None:
         try:
-            node, token = node_create(name=name, labels=parse_labels(labels), capacity=capacity)
+            _node, token = node_create(name=name, labels=parse_labels(labels), capacity=capacity)
         except LabelError as exc:
             raise CommandError(f"--labels: {exc}") from None
         except ServiceValidationError as exc:
