@@ -26,6 +26,7 @@ from executor_core import (
     NodeTaskIndex,
     NullObserver,
 )
+from executor_core.executors import ERR_AT_CAPACITY
 from executor_core.types import AtCapacityError, ExecutionResult, ExecutorError, TaskStatus
 from hivemind_web.hub.agents import hub_registry
 from hivemind_web.hub.broadcast import node_group
@@ -283,6 +284,13 @@ def send_drain(node: str) -> None:
     hub_loop.submit(layer.group_send(node_group(node), {"type": "node.drain"}))
 
 
-def local_queue_full() -> bool:
+def local_capacity_refusal() -> str:
+    """Why a new local run would be refused right now, or "" when there is room.
+
+    Read from a request thread: the counts are plain ints, a momentarily stale read only
+    moves the refusal to the executor itself, which fails the task with the same message.
+    """
     local = get_runtime().local
-    return local.queued >= local.queue_limit if hasattr(local, "queue_limit") else False
+    if local.queued >= local.queue_limit:
+        return ERR_AT_CAPACITY.format(queued=local.queued, limit=local.queue_limit)
+    return ""

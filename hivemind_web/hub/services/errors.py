@@ -17,3 +17,7 @@ class TransitionError(Exception):
 
 class NotFound(Exception):
     """The object does not exist (HTTP 404)."""
+
+
+class AtCapacity(Exception):
+    """The local executor's queue is full: the submission is refused, not dropped (HTTP 503)."""

@@ -27,7 +27,12 @@ from hivemind_web.hub import broadcast
 from hivemind_web.hub.agents import hub_registry
 from hivemind_web.hub.models import Node, Task
 from hivemind_web.hub.services import events
-from hivemind_web.hub.services.errors import NotFound, ServiceValidationError, TransitionError
+from hivemind_web.hub.services.errors import (
+    AtCapacity,
+    NotFound,
+    ServiceValidationError,
+    TransitionError,
+)
 from hivemind_web.hub.services.teams import team_get_or_create
 
 PENDING, SCHEDULED, RUNNING = TaskStatus.PENDING, TaskStatus.SCHEDULED, TaskStatus.RUNNING
@@ -134,6 +139,10 @@ def task_submit(
         node_selector=node_selector,
         affinity=affinity,
     )
+    if start and request.strategy == ExecutionStrategy.LOCAL:
+        refusal = _runtime().local_capacity_refusal()
+        if refusal:
+            raise AtCapacity(refusal)
     with transaction.atomic():
         team_row = team_get_or_create(name=request.team_id) if request.team_id else None
         task = Task.objects.create(
