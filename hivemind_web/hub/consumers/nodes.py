@@ -242,7 +242,6 @@ class NodeConsumer(AsyncWebsocketConsumer):
                 node_name=self.node_name,
             )
             self.assigned.discard(session_id)
-            self.runtime.golem.index.remove(session_id)
         self.runtime.spawn(self._ack(written, session_id, attempt))
 
     async def _ack(self, written: Any, session_id: str, attempt: int) -> None:

@@ -168,6 +168,9 @@ class Runtime:
         finally:
             if self._attempts.get(session_id) == attempt:
                 self._attempts.pop(session_id, None)
+            # The database is the hub's task→node index (selectors.tasks_on_node, team_nodes);
+            # the executor's in-memory copy is only needed while placing.
+            self.golem.index.remove(session_id)
 
     async def _run(self, task: Task, session_id: str, attempt: int) -> None:
         request = ExecuteRequest(
