@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -30,9 +30,9 @@ from executor_core.node.connection import (
     hub_origin,
     hub_ws_url,
 )
-from executor_core.node.reporting import RunReporter, clip
+from executor_core.node.reporting import RunReporter
+from executor_core.node.runs import Run, outcome, result_of
 from executor_core.node.state import NodeState, Outbox, ResultKey, Stats
-from executor_core.types import ExecutionCancelled
 
 logger = logging.getLogger("hivemind.node")
 
@@ -41,7 +41,6 @@ ERR_AUTH = (
     "the hub refused this node's credentials ({detail}); check --token, or remove the stored "
     "token and register again with --join-token"
 )
-ERR_OUTPUT_TOO_LARGE = "output is {size} characters, over the protocol limit of {limit}"
 REJECT_DRAINING = "node {name} is draining"
 REJECT_AT_CAPACITY = "node {name} is at capacity ({running}/{capacity} running)"
 REJECT_UNKNOWN_AGENT = "node {name} does not run agent {agent!r} (it runs: {agents})"
@@ -65,27 +64,6 @@ class NodeConfig:
     heartbeat: float = 5.0
     drain_timeout: float = 30.0
     max_backoff: float = 10.0
-
-
-@dataclass
-class Run:
-    """One assignment being executed."""
-
-    session_id: str
-    attempt: int
-    agent_id: str
-    input: str
-    ctx: AgentContext
-    reporter: RunReporter
-    task: asyncio.Task[None] | None = None  # the node's wrapper around the agent
-    agent_task: asyncio.Task[str] | None = None
-    accepted_sent: bool = False  # task.accepted reached an open connection
-    stop_error: str = ""  # set when the node itself ends the run (shutdown)
-    cancel_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
-
-    @property
-    def key(self) -> ResultKey:
-        return (self.session_id, self.attempt)
 
 
 class NodeAgent:
@@ -159,7 +137,7 @@ class NodeAgent:
             logger.warning("interrupting %d task(s) still running", len(self._runs))
             for run in list(self._runs.values()):
                 run.stop_error = ERR_STOPPED
-                self._interrupt(run)
+                run.interrupt()
             await asyncio.wait([run.task for run in self._runs.values()], timeout=STOP_GRACE)
         for run in list(self._runs.values()):  # agents that ignored the interruption
             result = self._finish(run, protocol.FAILED, "", ERR_STOPPED)
@@ -230,8 +208,9 @@ class NodeAgent:
 
     async def _session(self, ws: ClientConnection) -> None:
         """Serve one connection until it closes."""
+        # Set first: a run finishing while hello and the outbox go out must not be dropped.
         self._ws = ws
-        heartbeats = asyncio.create_task(self._heartbeats(), name="heartbeats")
+        heartbeats: asyncio.Task[None] | None = None
         try:
             await ws.send(
                 protocol.encode(
@@ -244,6 +223,7 @@ class NodeAgent:
                     running=[{"session_id": s, "attempt": a} for s, a in self._runs],
                 )
             )
+            heartbeats = asyncio.create_task(self._heartbeats(), name="heartbeats")
             if self._draining:
                 await ws.send(protocol.encode("draining"))
             # Results finished while the hub was away (or before a restart).
@@ -262,7 +242,8 @@ class NodeAgent:
                 await self._handle(message)
         finally:
             self._ws = None
-            heartbeats.cancel()
+            if heartbeats is not None:
+                heartbeats.cancel()
 
     async def _send(self, frame: str) -> bool:
         """Send when connected; False when the frame could not go (the caller keeps it)."""
@@ -363,12 +344,7 @@ class NodeAgent:
             run.ctx.cancel()
             if run.cancel_timer is None:
                 loop = asyncio.get_running_loop()
-                run.cancel_timer = loop.call_later(CANCEL_GRACE, self._interrupt, run)
-
-    def _interrupt(self, run: Run) -> None:
-        run.ctx.cancel()
-        if run.agent_task is not None:
-            run.agent_task.cancel()
+                run.cancel_timer = loop.call_later(CANCEL_GRACE, run.interrupt)
 
     def _on_ack(self, key: ResultKey) -> None:
         result = self._outbox.ack(key)
@@ -393,29 +369,15 @@ class NodeAgent:
         run.agent_task = asyncio.create_task(self._runner.run(run.input, run.ctx))
         await asyncio.wait({run.agent_task})
         pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
-        await run.reporter.flush()  # the final progress goes before task.finished
-        result = self._finish(run, *self._outcome(run, run.agent_task))
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+            await run.reporter.flush()  # the final progress goes before task.finished
+        except Exception:  # a reporting failure must never cost the result or the slot
+            logger.exception("reporting the progress of %s failed", run.session_id)
+        result = self._finish(run, *outcome(run))
         if result is not None:
             await self._send(protocol.encode("task.finished", **result))
-
-    def _outcome(self, run: Run, task: asyncio.Task[str]) -> tuple[str, str, str]:
-        """(status, output, error) of a finished agent task."""
-        exc = None if task.cancelled() else task.exception()
-        if not task.cancelled() and exc is None:
-            output = str(task.result())
-            if len(output) > protocol.MAX_PAYLOAD_CHARS:
-                limit = protocol.MAX_PAYLOAD_CHARS
-                error = ERR_OUTPUT_TOO_LARGE.format(size=len(output), limit=limit)
-                return protocol.FAILED, clip(output, limit), error
-            return protocol.SUCCEEDED, output, ""
-        if run.stop_error:
-            return protocol.FAILED, "", run.stop_error
-        if task.cancelled() or isinstance(exc, ExecutionCancelled):
-            return protocol.CANCELLED, "", str(exc or "") or "cancelled"
-        logger.info("%s attempt %d failed: %r", run.session_id, run.attempt, exc, exc_info=exc)
-        return protocol.FAILED, "", str(exc) or type(exc).__name__
 
     def _finish(self, run: Run, status: str, output: str, error: str) -> dict[str, Any] | None:
         """Free the run's slot and put its result in the outbox, at once; None when the run
@@ -424,18 +386,7 @@ class NodeAgent:
             return None
         if run.cancel_timer is not None:
             run.cancel_timer.cancel()
-        result = {
-            "session_id": run.session_id,
-            "attempt": run.attempt,
-            "status": status,
-            "output": output,
-            "error": clip(error, protocol.MAX_ERROR_CHARS),
-        }
-        try:
-            protocol.encode("task.finished", **result)
-        except protocol.ProtocolError:
-            # Only an output of mostly escaped characters can overflow the frame here.
-            result["output"] = clip(output, protocol.MAX_FRAME_BYTES // 8)
+        result = result_of(run, status, output, error)
         self._outbox_empty.clear()
         self._outbox.add(result)
         self._stats.run_finished()

@@ -192,7 +192,7 @@ def _configure_logging(level: str, name: str) -> None:
         level=level.upper(),
         format=f"%(asctime)s %(levelname)s hivemind-node[{name}] %(message)s",
     )
-    # The websockets library logs every handshake at INFO; only its problems matter here.
+    # The websockets library logs every frame at DEBUG; only its problems matter here.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 

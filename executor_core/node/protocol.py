@@ -374,7 +374,10 @@ def encode(type_: str, /, **fields: Any) -> str:
     return text
 
 
+_JSON_KINDS = {list: "an array", str: "a string", bool: "a boolean", int: "a number",
+               float: "a number", type(None): "null"}  # fmt: skip
+
+
 def _kind(value: object) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number" if isinstance(value, int | float) else type(value).__name__
-    )
+    """How JSON calls the kind of a decoded value."""
+    return _JSON_KINDS.get(type(value), type(value).__name__)

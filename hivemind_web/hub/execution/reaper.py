@@ -81,5 +81,6 @@ class Reaper:
             ):
                 rt.spawn(rt.run_task(sid, attempt))
         if self._ticks % 60 == 0:
+            await rt.join_control_group()
             window = timedelta(seconds=cfg["LOAD_HISTORY_SECONDS"])
             await rt.writer.run(node_services.node_prune_samples, before=now - window)

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # Names this process in Task.owner: a restart fails the local attempts it left behind.
 INSTANCE = os.environ.get("HIVEMIND_INSTANCE") or socket.gethostname()
+# Every hub process's runtime listens here (cancels of local runs).
+RUNTIME_GROUP = "hub.runtime"
 FALLBACK_MODE_REASON = "fallback mode is on: every task runs locally"
 
 
@@ -132,6 +134,7 @@ class Runtime:
         self.router.register_executor(ExecutionStrategy.LOCAL, self.local)
         self.router.register_executor(ExecutionStrategy.GOLEM, self.golem)
         self._background: set[asyncio.Task[Any]] = set()
+        self.control_channel: str | None = None
         self.started = False
 
     def attempt_of(self, session_id: str) -> int:
@@ -153,6 +156,23 @@ class Runtime:
         for session_id, attempt in await database_sync_to_async(recover_after_restart)(INSTANCE):
             self.spawn(self.run_task(session_id, attempt))
         self.spawn(Reaper(self).run())
+        self.spawn(self._listen())
+
+    async def join_control_group(self) -> None:
+        """(Re)join the group every hub process listens on (groups expire in Redis)."""
+        layer = get_channel_layer()
+        if self.control_channel is None:
+            self.control_channel = await layer.new_channel()
+        await layer.group_add(RUNTIME_GROUP, self.control_channel)
+
+    async def _listen(self) -> None:
+        """Cancels of local runs reach every hub process: only the one running it acts."""
+        await self.join_control_group()
+        layer = get_channel_layer()
+        while True:
+            message = await layer.receive(self.control_channel)
+            if message.get("type") == "local.cancel":
+                self.local.cancel(message["session_id"])
 
     async def run_task(self, session_id: str, attempt: int) -> None:
         """Route one attempt and carry it as far as this process carries it."""
@@ -235,7 +255,11 @@ class Runtime:
     async def stop(self, session_id: str, node: str | None) -> None:
         if node:
             await self.send_cancel(node, session_id)
-        self.local.cancel(session_id)
+        # The local run may live in another hub process: tell them all.
+        if not self.local.cancel(session_id):
+            await get_channel_layer().group_send(
+                RUNTIME_GROUP, {"type": "local.cancel", "session_id": session_id}
+            )
 
 
 def _load_pending(session_id: str, attempt: int) -> Task | None:

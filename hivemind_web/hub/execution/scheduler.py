@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from hivemind_web.hub.execution.runtime import Runtime
 
 FULL_SYNC_EVERY = 5.0
+FULL_SYNC_UP_TO = 500
+SYNC_OVERLAP = 5.0
 ERR_BIND_CONFLICT = "bind conflict: node {node} filled up under us {n} times"
 ERR_NOT_PENDING = "task is no longer pending"
 
@@ -67,10 +69,14 @@ class HubScheduler:
         self._full_at = 0.0
 
     async def sync(self) -> None:
-        full = time.monotonic() - self._full_at > FULL_SYNC_EVERY
-        # Overlap the window a little: updated_at is set by the writer's clock, not ours.
+        # A small fleet is re-read whole (one cheap query); a large one incrementally, with a
+        # generous overlap: a write's updated_at is taken before its transaction commits.
+        full = (
+            len(self.cluster) <= FULL_SYNC_UP_TO
+            or time.monotonic() - self._full_at > FULL_SYNC_EVERY
+        )
         since = None if full else self._synced_at
-        started = timezone.now() - timedelta(seconds=1)
+        started = timezone.now() - timedelta(seconds=SYNC_OVERLAP)
         infos, names = await database_sync_to_async(_read_nodes)(since)
         for info in infos:
             self.cluster.upsert_node(info)
