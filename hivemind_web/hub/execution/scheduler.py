@@ -8,6 +8,7 @@ node and decides again, a bounded number of times, and only then is a scheduling
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from datetime import timedelta
@@ -67,6 +68,7 @@ class HubScheduler:
         self.retries = retries
         self._synced_at: object | None = None
         self._full_at = 0.0
+        self._lock = asyncio.Lock()
 
     async def sync(self) -> None:
         # A small fleet is re-read whole (one cheap query); a large one incrementally, with a
@@ -99,6 +101,13 @@ class HubScheduler:
         return dataclasses.replace(request, hints=hints)
 
     async def schedule(self, request: ScheduleRequest) -> Placement:
+        # One decision at a time in this process, each seeing the binds before it: a
+        # decision against a snapshot that misses an in-flight bind would pile tasks onto
+        # one node. Other hub processes are kept honest by the conditional bind.
+        async with self._lock:
+            return await self._schedule(request)
+
+    async def _schedule(self, request: ScheduleRequest) -> Placement:
         attempt = self.runtime.attempt_of(request.session_id)
         node = ""
         for _ in range(self.retries):
