@@ -11,7 +11,7 @@ new member of the same team, with a team_nodes hint taken from the live placemen
 same process: it filters and scores every node with the same plugin functions, no index, no
 sampling. ``ratio`` is ClusterState's decisions/s over the scan's.
 
-Run: ``python bench/scheduler.py`` (about two minutes) or ``--quick``. Seeded: the fleets
+Run: ``python bench/scheduler.py`` (about a minute and a half) or ``--quick``. Seeded: the fleets
 and the task streams are the same on every run.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import statistics
 import sys
 import time
@@ -287,8 +288,7 @@ def row(values: Mapping[str, object], header: bool = False) -> str:
     cells = []
     for key, fmt in COLUMNS:
         if header:
-            width = int("".join(c for c in fmt if c.isdigit()) or 0)
-            align = "<" if "<" in fmt else ">"
+            align, width = fmt[2], int(re.match(r"\{:[<>](\d+)", fmt)[1])
             cells.append(f"{HEADERS[key]:{align}{width}}")
         else:
             cells.append(fmt.format(values[key]))

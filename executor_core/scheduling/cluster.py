@@ -13,7 +13,8 @@ A decision costs what the nodes that can match cost, not what the fleet costs:
   and the walk starts where the previous placement from the same posting stopped, so
   successive decisions look at different parts of the fleet. That offset is part of the state:
   the same contents and the same sequence of calls give the same nodes. ``evaluate`` never
-  moves it, so ``evaluate`` followed by ``place`` picks the same node.
+  moves it, so ``evaluate`` followed by ``place`` (of a session not yet placed) picks the
+  same node.
 
 The hot loop calls the pure functions the plugins are built from (``plugins/*``), so a rule is
 written once. On failure the plugins themselves run over the visited nodes to say why.
@@ -42,8 +43,8 @@ from executor_core.types import NodeAffinityPolicy, RequestValidationError
 # How many feasible nodes a decision looks for before it stops filtering. Candidates up to
 # MIN_FEASIBLE_NODES_TO_FIND are all examined (the choice is then the exact best). Past that,
 # the target is an adaptive percentage of the candidates, BASE_PERCENTAGE / (1 + n /
-# PERCENTAGE_HALVES_AT), never below the minimum: 50 nodes at 1,000 candidates, 67 at 2,000,
-# 91 at 10,000, approaching 100 at most. kube-scheduler's own constants (at least 100 nodes,
+# PERCENTAGE_HALVES_AT), never below the minimum: 50 nodes at 1,000 candidates, 66 at 2,000,
+# 90 at 10,000, approaching 100 at most. kube-scheduler's own constants (at least 100 nodes,
 # 50% shrinking with size) are sized for Go; in Python these keep a decision at tens of
 # microseconds while still choosing the best of a large, rotating sample.
 MIN_FEASIBLE_NODES_TO_FIND = 50
@@ -55,7 +56,11 @@ ERR_NODE_CAPACITY = "node {name}: capacity and running must be integers >= 0"
 ERR_NODE_LABELS = "node {name}: labels must map strings to strings"
 ERR_REQUIRES_TEAM = "{policy} requires a team"
 
+ERR_UNKNOWN_POLICY = "unknown affinity policy {policy!r}"
+
 _EMPTY: dict[str, str] = {}
+_EMPTY_TEAM: dict[str, int] = {}
+_ANY_AGENT: frozenset[str] = frozenset()
 
 
 def feasible_nodes_to_find(candidates: int) -> int:
@@ -96,7 +101,9 @@ class _Node:
         self.running = info.running
         self.ready = bool(info.ready)
         self.cordoned = bool(info.cordoned)
-        self.agents = frozenset(info.agents)
+        # Unrestricted nodes share one empty set: the hot loop's agent check then reads one
+        # object that stays in cache rather than one per node.
+        self.agents = frozenset(info.agents) or _ANY_AGENT
         # Readiness only changes through upsert, so it is decided here, once, by the plugin.
         self.schedulable = readiness.unschedulable_reason(self.ready, self.cordoned) is None
 
@@ -140,9 +147,10 @@ class _Ring:
                 self.start = 0
 
 
-class _Assumed(NamedTuple):
-    placement: Placement
-    team_id: str | None
+# An assumed placement: (node, score, reason, team_id). A plain tuple of strings and a float,
+# which the garbage collector stops tracking: tens of thousands of live placements then cost
+# no time in full collections (a NamedTuple or a Placement kept here would).
+_Assumed = tuple[str, float, str, "str | None"]
 
 
 class _Decision(NamedTuple):
@@ -173,7 +181,6 @@ class ClusterState:
         self._all = _Ring()
         self._index: dict[tuple[str, str], _Ring] = {}
         self._assumed: dict[str, _Assumed] = {}
-        self._sessions_on: dict[str, set[str]] = {}
         self._teams: dict[str, dict[str, int]] = {}
         self._filters = default_registry().filters()
         for info in nodes:
@@ -216,9 +223,10 @@ class ClusterState:
                 return False
             self._all.discard(name)
             self._unindex_labels(name, node.labels.items())
-            for session_id in sorted(self._sessions_on.pop(name, ())):
-                assumed = self._assumed.pop(session_id)
-                self._forget_team_member(assumed.team_id, name)
+            # A scan, not a per-node session set: removal is rare, placements are not.
+            gone = [sid for sid, assumed in self._assumed.items() if assumed[0] == name]
+            for session_id in gone:
+                self._forget_team_member(self._assumed.pop(session_id)[3], name)
             return True
 
     def node(self, name: str) -> NodeInfo | None:
@@ -267,8 +275,10 @@ class ClusterState:
                 raise
             if decision.ring is not None:
                 decision.ring.start = decision.next_start
-            self._assume(session_id, _Assumed(decision.placement, request.team_id), count=True)
-            return decision.placement
+            placement = decision.placement
+            assumed = (placement.node, placement.score, placement.reason, request.team_id)
+            self._assume(session_id, assumed, count=True)
+            return placement
 
     def release(self, session_id: str) -> bool:
         """Give the session's slot back. False when the session was not placed (idempotent)."""
@@ -281,12 +291,14 @@ class ClusterState:
     def placement_of(self, session_id: str) -> Placement | None:
         with self._lock:
             assumed = self._assumed.get(session_id)
-            return assumed.placement if assumed is not None else None
+            if assumed is None:
+                return None
+            return Placement(node=assumed[0], score=assumed[1], reason=assumed[2])
 
     def team_nodes(self, team_id: str) -> dict[str, int]:
         """Node → sessions of the team placed here and not released (a ready team_nodes hint)."""
         with self._lock:
-            return dict(self._teams.get(team_id, _EMPTY))
+            return dict(self._teams.get(team_id, _EMPTY_TEAM))
 
     # -- internals (the lock is held) ------------------------------------------------------
 
@@ -329,7 +341,12 @@ class ClusterState:
         hints = request.hints
         policy = hints.affinity
         if policy.__class__ is not NodeAffinityPolicy:
-            policy = NodeAffinityPolicy(policy)
+            try:
+                policy = NodeAffinityPolicy(policy)
+            except ValueError:
+                raise RequestValidationError(
+                    "affinity_policy", ERR_UNKNOWN_POLICY.format(policy=policy)
+                ) from None
         if policy in affinity.REQUIRES_TEAM and not request.team_id:
             raise RequestValidationError(
                 "affinity_policy", ERR_REQUIRES_TEAM.format(policy=policy.value)
@@ -397,16 +414,12 @@ class ClusterState:
         return summarize(total, counts)
 
     def _assume(self, session_id: str, assumed: _Assumed, *, count: bool) -> None:
-        name = assumed.placement.node
+        name = assumed[0]
         node = self._nodes[name]
         if count:
             node.running += 1
         self._assumed[session_id] = assumed
-        on = self._sessions_on.get(name)
-        if on is None:
-            on = self._sessions_on[name] = set()
-        on.add(session_id)
-        team_id = assumed.team_id
+        team_id = assumed[3]
         if team_id:
             nodes = self._teams.get(team_id)
             if nodes is None:
@@ -416,12 +429,8 @@ class ClusterState:
     def _unassume(self, session_id: str) -> bool:
         """Forget the session's placement; True when a running slot was actually given back."""
         assumed = self._assumed.pop(session_id)
-        name = assumed.placement.node
-        on = self._sessions_on[name]
-        on.discard(session_id)
-        if not on:
-            del self._sessions_on[name]
-        self._forget_team_member(assumed.team_id, name)
+        name = assumed[0]
+        self._forget_team_member(assumed[3], name)
         node = self._nodes[name]
         if node.running > 0:
             node.running -= 1
@@ -439,9 +448,6 @@ class ClusterState:
             del nodes[name]
             if not nodes:
                 del self._teams[team_id]
-
-
-_EMPTY_TEAM: dict[str, int] = {}
 
 
 def _scan(
@@ -486,7 +492,7 @@ def _scan(
         cap = node.capacity
         if not has_room(running, cap):
             continue
-        if False:
+        if rest and not matches(rest, node.labels):
             continue
         if not supports(node.agents, agent_id):
             continue

@@ -81,18 +81,22 @@ class Registry:
         return factory()
 
     def filters(self, names: Iterable[str] = DEFAULT_FILTERS) -> list[FilterPlugin]:
-        built = [self.build(n) for n in names]
-        for plugin in built:
+        built: list[FilterPlugin] = []
+        for name in names:
+            plugin = self.build(name)
             if not isinstance(plugin, FilterPlugin):
-                raise TypeError(f"plugin {plugin.name!r} is not a filter")
-        return built  # type: ignore[return-value]
+                raise TypeError(f"plugin {name!r} is not a filter")
+            built.append(plugin)
+        return built
 
     def scores(self, names: Iterable[str] = DEFAULT_SCORES) -> list[ScorePlugin]:
-        built = [self.build(n) for n in names]
-        for plugin in built:
+        built: list[ScorePlugin] = []
+        for name in names:
+            plugin = self.build(name)
             if not isinstance(plugin, ScorePlugin):
-                raise TypeError(f"plugin {plugin.name!r} is not a scorer")
-        return built  # type: ignore[return-value]
+                raise TypeError(f"plugin {name!r} is not a scorer")
+            built.append(plugin)
+        return built
 
 
 def default_registry() -> Registry:

@@ -67,8 +67,11 @@ def reason_of(state: ClusterState, request: ScheduleRequest) -> str:
         (NodeInfo("a", running=2, capacity=2), req(), "1 at capacity"),
         (NodeInfo("a", capacity=0), req(), "1 at capacity"),
         (NodeInfo("a", agents=frozenset({"writer"})), req(), "1 not supporting agent coder"),
-        (NodeInfo("a", labels={"gpu": "false"}), req(selector={"gpu": "true"}),
-         "1 did not match selector gpu=true"),
+        (
+            NodeInfo("a", labels={"gpu": "false"}),
+            req(selector={"gpu": "true"}),
+            "1 did not match selector gpu=true",
+        ),
         (NodeInfo("a"), req(excluded={"a"}), "1 excluded after an earlier attempt"),
     ],
 )
@@ -80,7 +83,9 @@ def test_it_never_places_on_a_node_a_filter_rules_out(blocked, request_, why):
 
 
 def test_it_places_on_a_node_that_supports_the_agent_explicitly():
-    state = cluster(NodeInfo("a", agents=frozenset({"coder"})), NodeInfo("b", agents=frozenset({"x"})))
+    state = cluster(
+        NodeInfo("a", agents=frozenset({"coder"})), NodeInfo("b", agents=frozenset({"x"}))
+    )
     assert state.place(req(agent="coder")).node == "a"
 
 
@@ -145,6 +150,11 @@ def test_a_required_policy_without_a_team_is_a_validation_error(policy):
         state.place(req(policy=policy))
 
 
+def test_an_unknown_policy_is_a_validation_error():
+    with pytest.raises(RequestValidationError, match="unknown affinity policy 'pack'"):
+        cluster(NodeInfo("a")).place(req(policy="pack"))
+
+
 def test_a_policy_given_as_a_plain_string_works():
     state = cluster(NodeInfo("a"), NodeInfo("b"))
     request = req(policy="require_spread", team="t", team_nodes={"a": 1})
@@ -192,8 +202,9 @@ def test_require_colocate_reason_names_the_team_and_the_selector():
         NodeInfo("d"),
         NodeInfo("e", labels={"gpu": "false"}),
     )
-    request = req(selector={"gpu": "true"}, policy=P.REQUIRE_COLOCATE, team="t",
-                  team_nodes={"a": 1, "e": 1})
+    request = req(
+        selector={"gpu": "true"}, policy=P.REQUIRE_COLOCATE, team="t", team_nodes={"a": 1, "e": 1}
+    )
     assert reason_of(state, request) == (
         "0/5 nodes available: 2 did not match selector gpu=true, "
         "2 not on a node of team t (require_colocate), 1 at capacity"

@@ -137,7 +137,9 @@ SPREAD_REASON = "already hosting a member of team t (require_spread)"
     ],
 )
 def test_affinity_filters_only_the_required_policies(policy, team_nodes, expected):
-    why = affinity.TeamAffinity().filter(NodeInfo("n"), request(policy=policy, team_nodes=team_nodes))
+    why = affinity.TeamAffinity().filter(
+        NodeInfo("n"), request(policy=policy, team_nodes=team_nodes)
+    )
     assert why == expected
 
 
@@ -255,8 +257,11 @@ def test_count_reasons_counts_each_node_once():
             {"not ready": 2, "did not match selector gpu=true": 7, "at capacity": 3},
             "0/12 nodes available: 7 did not match selector gpu=true, 3 at capacity, 2 not ready",
         ),
-        (3, {"cordoned": 1, "at capacity": 1, "not ready": 1, "unused": 0},
-         "0/3 nodes available: 1 at capacity, 1 cordoned, 1 not ready"),
+        (
+            3,
+            {"cordoned": 1, "at capacity": 1, "not ready": 1, "unused": 0},
+            "0/3 nodes available: 1 at capacity, 1 cordoned, 1 not ready",
+        ),
     ],
 )
 def test_summarize_reads_like_kube_scheduler(total, counts, text):

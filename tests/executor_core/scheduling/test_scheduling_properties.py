@@ -60,7 +60,9 @@ def nodes_st(
 def request_st(draw, names: list[str]) -> ScheduleRequest:
     policy = draw(st.sampled_from(list(P)))
     pool = [*names, "ghost"]
-    team_nodes = draw(st.dictionaries(st.sampled_from(pool), st.integers(0, 2), max_size=4))
+    team_nodes = draw(
+        st.dictionaries(st.sampled_from(pool), st.integers(0, 2), max_size=max(4, len(pool) // 3))
+    )
     return ScheduleRequest(
         session_id="s",
         agent_id=draw(st.sampled_from((*AGENTS, "other"))),
@@ -69,7 +71,9 @@ def request_st(draw, names: list[str]) -> ScheduleRequest:
         hints=ScheduleHints(
             affinity=policy,
             team_nodes=team_nodes,
-            excluded_nodes=frozenset(draw(st.lists(st.sampled_from(pool), max_size=2))),
+            excluded_nodes=frozenset(
+                draw(st.lists(st.sampled_from(pool), max_size=max(2, len(pool) // 2)))
+            ),
         ),
     )
 
@@ -162,10 +166,10 @@ def test_the_same_state_and_request_always_give_the_same_node(data):
             return exc.reason
 
     assert outcome(first) == outcome(first) == outcome(second)
-    try:
-        assert first.place(request).node == outcome(second)
-    except SchedulingError:
-        pass
+    # place decides exactly what evaluate announced.
+    assert outcome(first) == (
+        first.place(request).node if not outcome(first).startswith("0/") else outcome(first)
+    )
 
 
 @FAST
