@@ -150,8 +150,9 @@ def node_disconnected(*, name: str) -> None:
     Node.objects.filter(name=name).update(updated_at=timezone.now())
 
 
-def node_flush_heartbeats(beats: Mapping[str, Mapping[str, Any]]) -> None:
-    """Write a batch of heartbeats (name → {time, running, cpu, mem}) and load samples."""
+def node_flush_heartbeats(beats: Mapping[str, Mapping[str, Any]], *, sample: bool = True) -> None:
+    """Write a batch of heartbeats (name → {time, running, cpu, mem}); with ``sample``, also
+    keep them as load history for the board's plots."""
     if not beats:
         return
     with transaction.atomic():
@@ -177,7 +178,8 @@ def node_flush_heartbeats(beats: Mapping[str, Mapping[str, Any]]) -> None:
                     mem=beat["mem"],
                 )
             )
-        NodeLoadSample.objects.bulk_create(samples)
+        if sample:
+            NodeLoadSample.objects.bulk_create(samples)
 
 
 def node_mark_stale(*, silent_since: datetime) -> list[str]:

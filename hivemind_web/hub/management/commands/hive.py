@@ -50,6 +50,8 @@ class Command(BaseCommand):
             raise CommandError("--nodes must be between 0 and 16")
         if not 1 <= port <= 65535:
             raise CommandError("--port must be between 1 and 65535")
+        # A supervisor's SIGTERM stops everything as cleanly as Ctrl-C does.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         call_command("migrate", interactive=False, verbosity=0)
         self._ensure_admin()
         env = os.environ.copy()
