@@ -65,7 +65,15 @@ def test_fifty_concurrent_submissions_and_cancels_leave_no_impossible_state(
 def test_two_hub_processes_share_the_work_through_postgres_and_redis(
     hub_factory: Any, node_factory: Any, postgres_url: str, redis_url: str
 ) -> None:
-    front = hub_factory("front", database_url=postgres_url, redis_url=redis_url, instance="front")
+    # One local slot on the front hub: a later local run can only start once a cancel sent
+    # to the back hub has really stopped the front hub's agent.
+    front = hub_factory(
+        "front",
+        database_url=postgres_url,
+        redis_url=redis_url,
+        instance="front",
+        extra_env={"HIVEMIND_LOCAL_CONCURRENCY": "1"},
+    )
     back = hub_factory("back", database_url=postgres_url, redis_url=redis_url, instance="back")
     token = front.create_user("alice", "admin")
     # The node is connected to the back hub only; work is submitted to both.
@@ -86,3 +94,10 @@ def test_two_hub_processes_share_the_work_through_postgres_and_redis(
     ]
     assert remote_from_front, "the front hub never reached the node through Redis"
     assert node.stats()["peak_running"] <= 2
+    # A local run lives in the process that routed it; a cancel sent to the other stops it.
+    local = submit(front, token, agent_id="sleep", input="30", strategy="local")
+    wait_task(front, token, local["session_id"], "running")
+    status, _ = back.api("POST", f"/api/v1/tasks/{local['session_id']}/cancel/", token=token)
+    assert status == 200
+    other = submit(front, token, agent_id="echo", input="after", strategy="local")
+    assert wait_task(front, token, other["session_id"], "succeeded")["output"] == "after"
