@@ -167,12 +167,17 @@ class Runtime:
 
     async def _listen(self) -> None:
         """Cancels of local runs reach every hub process: only the one running it acts."""
-        await self.join_control_group()
         layer = get_channel_layer()
         while True:
-            message = await layer.receive(self.control_channel)
-            if message.get("type") == "local.cancel":
-                self.local.cancel(message["session_id"])
+            try:
+                await self.join_control_group()
+                while True:
+                    message = await layer.receive(self.control_channel)
+                    if message.get("type") == "local.cancel":
+                        self.local.cancel(message["session_id"])
+            except Exception:  # a broker hiccup must not end the listening for good
+                log.exception("hub control channel failed; listening again in 1 s")
+                await asyncio.sleep(1.0)
 
     async def run_task(self, session_id: str, attempt: int) -> None:
         """Route one attempt and carry it as far as this process carries it."""
