@@ -1,0 +1,111 @@
+"""Per-client batching of board events into frames (DESIGN §9).
+
+Daphne delivers a few thousand messages a second, so a board client gets one frame per
+FRAME_INTERVAL holding the latest state of each task and node that changed, never one message
+per event. The buffer is plain data: the consumer owns the timing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from hivemind_web.dashboard.selectors import lean_task
+
+FRAME_INTERVAL = 0.1
+# Past this many changed tasks in one interval, a fresh snapshot is cheaper for the client
+# than a frame it has to merge row by row.
+MAX_FRAME_TASKS = 1000
+MAX_FRAME_LOG_LINES = 500
+
+
+def next_tick(now: float, interval: float = FRAME_INTERVAL) -> float:
+    """Seconds until the next multiple of ``interval``.
+
+    Every client of a process flushes on the same ticks, so one summary query serves them all.
+    """
+    return interval - (now % interval)
+
+
+@dataclass
+class Changes:
+    tasks: list[dict[str, Any]]
+    nodes: list[dict[str, Any]]
+    fallback_mode: dict[str, Any] | None
+    logs: dict[str, list[str]]
+    # When the newest event arrived: a summary read after this reflects every change here.
+    last_event_at: float
+
+    @property
+    def overflow(self) -> bool:
+        return len(self.tasks) > MAX_FRAME_TASKS
+
+    def frame(self, seq: int, summary: dict[str, Any] | None) -> dict[str, Any]:
+        frame: dict[str, Any] = {
+            "type": "frame",
+            "seq": seq,
+            "tasks": self.tasks,
+            "nodes": self.nodes,
+            "logs": self.logs,
+        }
+        if self.fallback_mode is not None:
+            frame["fallback_mode"] = self.fallback_mode
+        if summary is not None:
+            frame["summary"] = summary
+        return frame
+
+
+@dataclass
+class FrameBuffer:
+    """Changes received since the last frame; the latest state per task and node wins."""
+
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fallback_mode: dict[str, Any] | None = None
+    logs: dict[str, list[str]] = field(default_factory=dict)
+    last_event_at: float = 0.0
+
+    def add(self, kind: str, data: dict[str, Any], now: float | None = None) -> bool:
+        """Record one board event; False when its kind is unknown (ignored)."""
+        if kind == "task" and data.get("session_id"):
+            sid = str(data["session_id"])
+            # Re-insert so the frame lists tasks in the order they last changed.
+            self.tasks.pop(sid, None)
+            self.tasks[sid] = data
+        elif kind == "node" and data.get("name"):
+            self.nodes[str(data["name"])] = data
+        elif kind == "fallback_mode":
+            self.fallback_mode = data
+        else:
+            return False
+        self.last_event_at = time.monotonic() if now is None else now
+        return True
+
+    def add_log(self, session_id: str, lines: list[Any], now: float | None = None) -> None:
+        buffered = self.logs.setdefault(session_id, [])
+        buffered += [str(line) for line in lines]
+        del buffered[:-MAX_FRAME_LOG_LINES]
+        self.last_event_at = time.monotonic() if now is None else now
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.nodes or self.logs or self.fallback_mode is not None)
+
+    def take(self) -> Changes | None:
+        """Empty the buffer into a Changes, or None when nothing changed."""
+        if not self:
+            return None
+        changes = Changes(
+            # Trimmed once per frame, not once per event: a burst repeats the same tasks.
+            tasks=[lean_task(data) for data in self.tasks.values()],
+            nodes=list(self.nodes.values()),
+            fallback_mode=self.fallback_mode,
+            logs=self.logs,
+            last_event_at=self.last_event_at,
+        )
+        self.clear()
+        return changes
+
+    def clear(self) -> None:
+        self.tasks, self.nodes, self.logs = {}, {}, {}
+        self.fallback_mode = None

@@ -1,0 +1,95 @@
+"""The submit form, the task page (and its live fragment), cancel and force fallback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required, permission_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+
+from hivemind_web.dashboard import selectors
+from hivemind_web.dashboard.forms import TaskSubmitForm
+from hivemind_web.dashboard.views.common import (
+    action,
+    action_done,
+    action_refused,
+    viewer_required,
+)
+from hivemind_web.hub.api.permissions import CONTROL, SUBMIT, VIEW
+from hivemind_web.hub.models import Task
+from hivemind_web.hub.services import tasks as task_services
+from hivemind_web.hub.services.errors import NotFound, ServiceValidationError, TransitionError
+
+
+@login_required
+@permission_required([VIEW, SUBMIT], raise_exception=True)
+def task_new(request: HttpRequest) -> HttpResponse:
+    agents = task_services.known_agents()
+    form = TaskSubmitForm(request.POST or None, agents=agents)
+    if request.method == "POST":
+        task = _submit(form, request.user)
+        if task is not None:
+            return redirect("task", session_id=task.session_id)
+    context = {"form": form, "teams": selectors.team_names()}
+    return render(request, "dashboard/task_new.html", context, status=400 if form.errors else 200)
+
+
+def _submit(form: TaskSubmitForm, actor: Any) -> Task | None:
+    """Submit through the service; every problem, the form's and the service's, lands on its
+    field. Nothing is stored unless everything is valid."""
+    valid = form.is_valid()
+    try:
+        if valid:
+            return task_services.task_submit(actor=actor, **form.service_fields())
+        # Still ask the service, so the other fields' errors show at the same time.
+        task_services.validate_submission(**form.service_fields())
+    except ServiceValidationError as exc:
+        form.add_service_errors(exc.errors)
+    return None
+
+
+def _task_or_404(session_id: Any) -> Task:
+    task = selectors.get_task(session_id)
+    if task is None:
+        raise Http404(f"no task {session_id}")
+    return task
+
+
+def _task_context(task: Task) -> dict[str, Any]:
+    return {"task": task, "events": selectors.task_events(task)}
+
+
+@viewer_required
+def task_detail(request: HttpRequest, session_id: str) -> HttpResponse:
+    return render(request, "dashboard/task_detail.html", _task_context(_task_or_404(session_id)))
+
+
+@viewer_required
+def task_live(request: HttpRequest, session_id: str) -> HttpResponse:
+    """The part of the task page that changes, re-read by the page when the task moves on."""
+    return render(request, "dashboard/_task_live.html", _task_context(_task_or_404(session_id)))
+
+
+def _task_action(request: HttpRequest, session_id: str, service: Any, done: str) -> HttpResponse:
+    page = reverse("task", kwargs={"session_id": session_id})
+    try:
+        service(session_id=session_id, actor=request.user)
+    except NotFound:
+        raise Http404(f"no task {session_id}") from None
+    except TransitionError as exc:
+        return action_refused(request, str(exc), default=page)
+    return action_done(request, done, default=page)
+
+
+@action(CONTROL)
+def task_cancel(request: HttpRequest, session_id: str) -> HttpResponse:
+    return _task_action(request, session_id, task_services.task_cancel, "Task cancelled.")
+
+
+@action(CONTROL)
+def task_force_fallback(request: HttpRequest, session_id: str) -> HttpResponse:
+    return _task_action(
+        request, session_id, task_services.task_force_fallback, "Task forced to local execution."
+    )
