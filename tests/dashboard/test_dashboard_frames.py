@@ -76,6 +76,7 @@ def test_frames_go_out_on_shared_ticks(now: float, wait: float) -> None:
     assert frames.next_tick(now) == pytest.approx(wait, abs=1e-6)
 
 
+@pytest.mark.django_db  # the read goes through database_sync_to_async, which tidies connections
 async def test_one_summary_read_serves_every_frame_whose_events_came_before_it() -> None:
     calls = []
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,31 +69,12 @@ class Fleet:
         return wait_for(reached, timeout=timeout, what=f"task {sid} in {sorted(statuses)}")
 
 
-def create_users(hub: LiveHub, users: dict[str, str]) -> dict[str, str]:
-    """All users in one management command (each start of Django costs a second or more)."""
-    from support.live import ROLE_PASSWORD
-
-    script = (
-        "import json\n"
-        "from django.contrib.auth.models import Group, User\n"
-        "from rest_framework.authtoken.models import Token\n"
-        "tokens = {}\n"
-        f"for name, role in {users!r}.items():\n"
-        "    u, _ = User.objects.get_or_create(username=name)\n"
-        f"    u.set_password({ROLE_PASSWORD!r}); u.save()\n"
-        "    u.groups.add(Group.objects.get(name=role))\n"
-        "    tokens[name] = Token.objects.get_or_create(user=u)[0].key\n"
-        "print(json.dumps(tokens))\n"
-    )
-    return json.loads(hub.manage("shell", "-c", script).strip().splitlines()[-1])
-
-
 def start_fleet(data_dir: Path, nodes: dict[str, str], capacity: int = 2) -> Fleet:
     hub = LiveHub(data_dir).start()
     fleet = Fleet(hub=hub, tokens={})
     ACTIVE.append(fleet)
     try:
-        fleet.tokens = create_users(hub, USERS)
+        fleet.tokens = hub.create_users(USERS)
         started = [
             NodeProcess(hub, name, labels=labels, capacity=capacity).start()
             for name, labels in nodes.items()

@@ -313,3 +313,11 @@ def test_registration_needs_the_join_token(settings) -> None:
     node = Node.objects.get(name="n1")
     assert node.token_hash and ok.json()["token"] not in node.token_hash
     assert node_services.node_authenticate(ok.json()["token"]) == node
+
+
+def test_lists_are_paginated_and_the_page_size_is_bounded(bob: APIClient) -> None:
+    for _ in range(3):
+        task_services.task_submit(actor=None, agent_id="echo", start=False)
+    page = bob.get("/api/v1/tasks/?page_size=2").json()
+    assert (page["count"], len(page["results"]), page["next"] is not None) == (3, 2, True)
+    assert len(bob.get("/api/v1/tasks/?page_size=100000").json()["results"]) == 3

@@ -186,16 +186,23 @@ class LiveHub:
 
     def create_user(self, username: str, role: str | None) -> str:
         """A user in the group ``role`` (viewer/operator/admin, or None); returns an API token."""
+        return self.create_users({username: role})[username]
+
+    def create_users(self, roles: dict[str, str | None]) -> dict[str, str]:
+        """Several users in one ``manage.py shell`` (each start costs a second or more)."""
         script = (
+            "import json\n"
             "from django.contrib.auth.models import Group, User\n"
             "from rest_framework.authtoken.models import Token\n"
-            f"u, _ = User.objects.get_or_create(username={username!r})\n"
-            f"u.set_password({ROLE_PASSWORD!r}); u.save()\n"
-            f"role = {role!r}\n"
-            "if role: u.groups.add(Group.objects.get(name=role))\n"
-            "print(Token.objects.get_or_create(user=u)[0].key)\n"
+            "tokens = {}\n"
+            f"for name, role in {roles!r}.items():\n"
+            "    u, _ = User.objects.get_or_create(username=name)\n"
+            f"    u.set_password({ROLE_PASSWORD!r}); u.save()\n"
+            "    if role: u.groups.add(Group.objects.get(name=role))\n"
+            "    tokens[name] = Token.objects.get_or_create(user=u)[0].key\n"
+            "print(json.dumps(tokens))\n"
         )
-        return self.manage("shell", "-c", script).strip().splitlines()[-1]
+        return json.loads(self.manage("shell", "-c", script).strip().splitlines()[-1])
 
     def api(
         self, method: str, path: str, *, token: str | None = None, body: Any = None

@@ -35,6 +35,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "created_at",
             "started_at",
             "finished_at",
+            "updated_at",
         ]
         read_only_fields = fields
 
@@ -78,6 +79,7 @@ class NodeSerializer(serializers.ModelSerializer):
             "version",
             "cordoned",
             "draining",
+            "updated_at",
         ]
         read_only_fields = fields
 

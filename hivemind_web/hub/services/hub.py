@@ -12,8 +12,8 @@ from hivemind_web.hub.services.events import actor_name
 
 
 def hub_settings() -> HubSetting:
-    setting, _ = HubSetting.objects.get_or_create(pk=1)
-    return setting
+    """The hub-wide switches (defaults until someone first changes one): never writes."""
+    return HubSetting.objects.filter(pk=1).first() or HubSetting(pk=1)
 
 
 def fallback_mode_enabled() -> bool:
