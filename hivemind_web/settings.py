@@ -93,6 +93,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_str("HIVEMIND_REDIS_URL")
 # The default capacity (100 per channel) silently drops bursts (DESIGN §9): set it explicitly.
 CHANNEL_CAPACITY = env_int("HIVEMIND_CHANNEL_CAPACITY", 5000, minimum=100)
+# Groups forget members after this long; node sockets renew theirs, board tabs reconnect.
+GROUP_EXPIRY = 7 * 24 * 3600
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -100,6 +102,7 @@ if REDIS_URL:
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "capacity": CHANNEL_CAPACITY,
+                "group_expiry": GROUP_EXPIRY,
                 "prefix": env_str("HIVEMIND_REDIS_PREFIX", "hivemind"),
             },
         }
@@ -108,7 +111,7 @@ else:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels.layers.InMemoryChannelLayer",
-            "CONFIG": {"capacity": CHANNEL_CAPACITY},
+            "CONFIG": {"capacity": CHANNEL_CAPACITY, "group_expiry": GROUP_EXPIRY},
         }
     }
 

@@ -82,6 +82,12 @@ class NodeAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # nodes join with the join token (or `manage.py node_token`)
 
+    def has_delete_permission(self, request: HttpRequest, obj: Node | None = None) -> bool:
+        # A node holding tasks cannot be deleted: they would be stranded, bound to nothing.
+        if obj is not None and obj.running:
+            return False
+        return super().has_delete_permission(request, obj)
+
     def has_manage_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("hub.manage_nodes")
 
@@ -117,8 +123,26 @@ class NodeAdmin(admin.ModelAdmin):
         _run_each(request, rows, node_services.node_drain, "name", "Draining")
 
 
+class TeamForm(forms.ModelForm):
+    class Meta:
+        model = Team
+        fields = ["name", "on_failure", "max_retries"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        problems = team_services.validate_team(
+            name=data.get("name") if not self.instance.pk else None,
+            on_failure=data.get("on_failure"),
+            max_retries=data.get("max_retries"),
+        )
+        for field, message in problems.items():
+            self.add_error(field if field in self.fields else None, message)
+        return data
+
+
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
+    form = TeamForm
     list_display = ["name", "on_failure", "max_retries", "created_at"]
     search_fields = ["name"]
 
@@ -172,6 +196,9 @@ class TaskAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # the audit trail is kept
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # read-only: a save would write every column behind the services' back
 
     def has_control_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("hub.control_task")

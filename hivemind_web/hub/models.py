@@ -35,6 +35,9 @@ class Node(models.Model):
     healthy = models.BooleanField(default=False)
     cordoned = models.BooleanField(default=False)
     draining = models.BooleanField(default=False)
+    # The node itself is shutting down (SIGTERM): a drain that ends when it says hello again,
+    # unlike an operator's, which leaves the node cordoned.
+    self_draining = models.BooleanField(default=False)
     # Once an operator edits labels or capacity, the node's own hello no longer overrides them.
     operator_edited = models.BooleanField(default=False)
     last_heartbeat = models.DateTimeField(null=True, blank=True)

@@ -27,6 +27,10 @@ def parse_statuses(raw: str | None) -> list[str]:
     return values
 
 
+def _no_nul(value: str | None) -> str | None:
+    return value.replace("\x00", "") if value else value
+
+
 def task_list(
     *,
     statuses: list[str] | None = None,
@@ -35,6 +39,8 @@ def task_list(
     route: str | None = None,
     search: str | None = None,
 ) -> QuerySet[Task]:
+    # Query strings may carry NUL characters, which PostgreSQL refuses in a query.
+    team, node, route, search = (_no_nul(v) for v in (team, node, route, search))
     qs = Task.objects.select_related("team", "node")
     if statuses:
         qs = qs.filter(status__in=statuses)

@@ -2,7 +2,8 @@
 
 viewer   hub.view_task, hub.view_node, hub.view_team
 operator viewer + hub.submit_task + hub.control_task (cancel, force fallback)
-admin    operator + hub.manage_nodes + hub.switch_fallback_mode
+admin    operator + hub.manage_nodes + hub.switch_fallback_mode + hub.add_team/change_team
+(a team named on submit is still created, with the default policy, for any submitter)
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ SUBMIT = "hub.submit_task"
 CONTROL = "hub.control_task"
 MANAGE_NODES = "hub.manage_nodes"
 SWITCH_FALLBACK = "hub.switch_fallback_mode"
+ADD_TEAM = "hub.add_team"
+CHANGE_TEAM = "hub.change_team"
 
 ROLES: dict[str, list[str]] = {
     "viewer": ["view_task", "view_node", "view_team", "view_taskevent"],

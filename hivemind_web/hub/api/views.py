@@ -164,7 +164,7 @@ class NodeRegister(APIView):
 class TeamListCreate(generics.ListAPIView):
     serializer_class = TeamSerializer
     queryset = Team.objects.all()
-    permission_classes = [perms.requires(write=perms.SUBMIT)]
+    permission_classes = [perms.requires(write=perms.ADD_TEAM)]
 
     @extend_schema(request=TeamSerializer, responses={201: TeamSerializer})
     def post(self, request: Request) -> Response:
@@ -177,7 +177,7 @@ class TeamListCreate(generics.ListAPIView):
 
 
 class TeamDetail(APIView):
-    permission_classes = [perms.requires(write=perms.MANAGE_NODES)]
+    permission_classes = [perms.requires(write=perms.CHANGE_TEAM)]
 
     @extend_schema(responses=TeamSerializer)
     def get(self, request: Request, name: str) -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -19,7 +20,7 @@ from django.utils import timezone
 from executor_core.node import protocol
 from hivemind_web.hub.broadcast import node_group
 from hivemind_web.hub.execution.runtime import ensure_started
-from hivemind_web.hub.models import Node, Task
+from hivemind_web.hub.models import Task
 from hivemind_web.hub.services import nodes as node_services
 from hivemind_web.hub.services import tasks as task_services
 from hivemind_web.hub.services.orchestrator import task_handle_failure
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 # After a hello, a node re-sends the results it buffered; give them time to land before
 # calling its missing tasks lost.
 RECONCILE_DELAY = 3.0
+GROUP_RENEW_EVERY = 600.0
 NOT_RUNNING_AFTER_RECONNECT = (
     "node lost (the task was not running on the node after it reconnected)"
 )
@@ -86,6 +88,9 @@ class NodeConsumer(AsyncWebsocketConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.assigned: set[str] = set()  # tasks known to be bound to this node
+        # Tasks this node was told to drop: their last reports are expected, and ignored.
+        self.released: set[str] = set()
+        self.group_joined_at = 0.0
 
     async def connect(self) -> None:
         node = await database_sync_to_async(node_services.node_authenticate)(_bearer(self.scope))
@@ -96,6 +101,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
         self.runtime = await ensure_started()
         await self.accept()
         await self.channel_layer.group_add(node_group(node.name), self.channel_name)
+        self.group_joined_at = time.monotonic()
 
     async def disconnect(self, code: int) -> None:
         if self.node_name:
@@ -160,11 +166,16 @@ class NodeConsumer(AsyncWebsocketConsumer):
         await self.send_frame(
             "welcome", node=name, heartbeat_interval=self.runtime.cfg["HEARTBEAT_INTERVAL"]
         )
-        reported = {str(item["session_id"]) for item in running}
-        to_cancel, missing = await database_sync_to_async(_reconcile)(name, reported)
-        self.assigned |= reported - set(to_cancel)
+        reported = {str(item["session_id"]): item["attempt"] for item in running}
+        to_cancel, missing = await database_sync_to_async(_reconcile)(name, set(reported))
+        self.assigned |= set(reported) - set(to_cancel)
         for sid in to_cancel:
             await self.send_frame("task.cancel", session_id=sid)
+        # A run the hub still thinks is only scheduled was accepted before the hub went away:
+        # record the acceptance now rather than assign the task elsewhere a second time.
+        for sid, attempt in reported.items():
+            if sid not in to_cancel:
+                self.on_task_accepted(sid, attempt)
         if missing:
             self.runtime.spawn(self._fail_missing_later(missing, hello_at))
 
@@ -173,6 +184,12 @@ class NodeConsumer(AsyncWebsocketConsumer):
         await self.runtime.writer.run(_fail_missing, self.node_name, missing, hello_at)
 
     def on_heartbeat(self, running: int, cpu: float, mem: float, peak: int = 0) -> None:
+        # Channel-layer groups forget their members after a day: renew ours now and then.
+        if time.monotonic() - self.group_joined_at > GROUP_RENEW_EVERY:
+            self.group_joined_at = time.monotonic()
+            self.runtime.spawn(
+                self.channel_layer.group_add(node_group(self.node_name), self.channel_name)
+            )
         self.runtime.heartbeats[self.node_name] = {
             "time": timezone.now(),
             "running": running,
@@ -205,7 +222,10 @@ class NodeConsumer(AsyncWebsocketConsumer):
         task = await database_sync_to_async(_owned)(session_id, self.node_name)
         return task is not None and task.attempts == attempt and task.status == "running"
 
-    def on_task_rejected(self, session_id: str, attempt: int, reason: str) -> None:
+    async def on_task_rejected(self, session_id: str, attempt: int, reason: str) -> None:
+        if session_id not in self.assigned:  # only the node it was sent to may refuse it
+            await self.reject("not_assigned", f"task {session_id} was not assigned to this node")
+            return
         self.assigned.discard(session_id)
         self.runtime.dispatcher.resolve(session_id, attempt, rejection=reason or "rejected")
 
@@ -213,6 +233,8 @@ class NodeConsumer(AsyncWebsocketConsumer):
         """Only tasks bound to this node; the set saves a database read per progress frame."""
         if session_id in self.assigned:
             return True
+        if session_id in self.released:
+            return False
         if await database_sync_to_async(_owned)(session_id, self.node_name) is not None:
             return True
         await self.reject("not_assigned", f"task {session_id} is not assigned to this node")
@@ -220,11 +242,13 @@ class NodeConsumer(AsyncWebsocketConsumer):
 
     async def on_task_progress(self, session_id: str, pct: float, message: str = "") -> None:
         if await self._authorised(session_id):
-            self.runtime.progress.add(session_id, pct=pct, message=message)
+            self.runtime.progress.add(session_id, pct=pct, message=message, node=self.node_name)
 
     async def on_task_log(self, session_id: str, lines: list) -> None:
         if await self._authorised(session_id):
-            self.runtime.progress.add(session_id, lines=[str(line) for line in lines])
+            self.runtime.progress.add(
+                session_id, lines=[str(line) for line in lines], node=self.node_name
+            )
 
     async def on_task_finished(
         self, session_id: str, attempt: int, status: str, output: str = "", error: str = ""
@@ -252,26 +276,32 @@ class NodeConsumer(AsyncWebsocketConsumer):
         await self.send_frame("ack", session_id=session_id, attempt=attempt)
 
     async def on_draining(self) -> None:
-        await database_sync_to_async(_mark_draining)(self.node_name)
+        await self.runtime.writer.run(node_services.node_self_drain, name=self.node_name)
 
     # Hub → node (channel-layer events for this node's group) -----------------------------
 
     async def task_assign(self, event: dict[str, Any]) -> None:
+        try:
+            frame = protocol.encode(
+                "task.assign",
+                session_id=event["session_id"],
+                agent_id=event["agent_id"],
+                input=event["input"],
+                attempt=event["attempt"],
+            )
+        except protocol.ProtocolError as exc:  # e.g. an input that encodes past the frame limit
+            self.runtime.dispatcher.resolve(
+                event["session_id"], event["attempt"], rejection=f"cannot be sent: {exc.message}"
+            )
+            return
         self.assigned.add(event["session_id"])
-        await self.send_frame(
-            "task.assign",
-            session_id=event["session_id"],
-            agent_id=event["agent_id"],
-            input=event["input"],
-            attempt=event["attempt"],
-        )
+        await self.send(text_data=frame)
 
     async def task_cancel(self, event: dict[str, Any]) -> None:
+        # Whatever the node still reports on it is no longer about a task of this node's.
+        self.assigned.discard(event["session_id"])
+        self.released.add(event["session_id"])
         await self.send_frame("task.cancel", session_id=event["session_id"])
 
     async def node_drain(self, event: dict[str, Any]) -> None:
         await self.send_frame("drain")
-
-
-def _mark_draining(name: str) -> Node:
-    return node_services.node_drain(name=name, actor=name)

@@ -29,8 +29,14 @@ class ProgressCoalescer:
         pct: float | None = None,
         message: str = "",
         lines: list[str] | None = None,
+        node: str | None = None,
     ) -> None:
-        entry = self._pending.setdefault(session_id, {"pct": None, "message": "", "lines": []})
+        """Note a report on the task's attempt running on ``node`` (None: locally); reports
+        from anywhere else (a node the task was moved away from) are dropped on write."""
+        entry = self._pending.setdefault(
+            session_id, {"pct": None, "message": "", "lines": [], "node": node}
+        )
+        entry["node"] = node
         if pct is not None:
             entry["pct"], entry["message"] = pct, message
         if lines:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -32,20 +33,33 @@ ASSIGN_LOST = "assignment lost (hub restarted before the node accepted)"
 
 
 def recover_after_restart(instance: str) -> list[tuple[str, int]]:
-    """Fail the local attempts this instance left running; return the attempts to (re)start."""
+    """Fail the local attempts this instance left running; return the attempts to (re)start.
+
+    Pending attempts this instance had claimed (routed, waiting in its local queue or being
+    placed) lost their router with it: their claim is released so they are routed again.
+    Attempts claimed by other, living hub processes are theirs to finish.
+    """
     stuck = Task.objects.select_related("team", "node").filter(
         owner=instance, route=Task.Route.LOCAL, status="running"
     )
     for task in stuck:
         with transaction.atomic():
             task_handle_failure(task=task, error=HUB_RESTARTED, actor="system")
-    pending = Task.objects.filter(status="pending").values_list("session_id", "attempts")
+    Task.objects.filter(status="pending", owner=instance).exclude(route_reason="").update(
+        route_reason=""
+    )
+    pending = Task.objects.filter(status="pending", route_reason="").values_list(
+        "session_id", "attempts"
+    )
     return [(str(sid), attempt) for sid, attempt in pending]
 
 
-def _stuck_assignments(older_than: object) -> list[tuple[str, int]]:
+def _stuck_assignments(older_than: object) -> list[tuple[str, int, str | None]]:
     rows = Task.objects.filter(status="scheduled", updated_at__lt=older_than)
-    return [(str(sid), a) for sid, a in rows.values_list("session_id", "attempts")]
+    return [
+        (str(sid), attempt, node)
+        for sid, attempt, node in rows.values_list("session_id", "attempts", "node__name")
+    ]
 
 
 class Reaper:
@@ -69,20 +83,28 @@ class Reaper:
             node_services.node_flush_heartbeats, beats, sample=self._ticks % SAMPLE_EVERY == 0
         )
         now = timezone.now()
-        await rt.writer.run(
-            node_services.node_mark_stale,
-            silent_since=now - timedelta(seconds=cfg["HEARTBEAT_GRACE"]),
-        )
-        await rt.writer.run(
-            node_services.node_fail_lost_tasks,
-            lost_since=now - timedelta(seconds=cfg["LOST_AFTER"]),
-        )
-        # An assignment nobody here waits for (its hub restarted) goes back to pending.
+        # Heartbeats sent while this hub was down were never heard: judge a node's silence
+        # only over time this hub has been listening, or a hub outage fails live nodes.
+        up_for = time.monotonic() - rt.started_at
+        if up_for > cfg["HEARTBEAT_GRACE"]:
+            await rt.writer.run(
+                node_services.node_mark_stale,
+                silent_since=now - timedelta(seconds=cfg["HEARTBEAT_GRACE"]),
+            )
+        if up_for > cfg["LOST_AFTER"]:
+            await rt.writer.run(
+                node_services.node_fail_lost_tasks,
+                lost_since=now - timedelta(seconds=cfg["LOST_AFTER"]),
+            )
+        # An assignment nobody here waits for (its hub restarted) goes back to pending; the
+        # node is told to drop it in case it did accept.
         older = now - timedelta(seconds=2 * cfg["ASSIGN_TIMEOUT"])
-        for sid, attempt in await database_sync_to_async(_stuck_assignments)(older):
+        for sid, attempt, node in await database_sync_to_async(_stuck_assignments)(older):
             if not rt.dispatcher.waiting(sid, attempt) and await rt.writer.run(
                 task_unbind, session_id=sid, attempt=attempt, reason=ASSIGN_LOST
             ):
+                if node:
+                    await rt.send_cancel(node, sid)
                 rt.spawn(rt.run_task(sid, attempt))
         if self._ticks % 60 == 0:
             await rt.join_control_group()

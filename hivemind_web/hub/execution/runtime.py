@@ -7,9 +7,11 @@ the module functions at the bottom, which are safe to call from any thread.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -40,6 +42,8 @@ from hivemind_web.hub.services import tasks as task_services
 from hivemind_web.hub.services.hub import fallback_mode_enabled
 
 log = logging.getLogger(__name__)
+# (session id, attempt) of the run_task coroutine a callback belongs to.
+_CURRENT: contextvars.ContextVar[tuple[str, int]] = contextvars.ContextVar("hivemind_attempt")
 
 # Names this process in Task.owner: a restart fails the local attempts it left behind.
 INSTANCE = os.environ.get("HIVEMIND_INSTANCE") or socket.gethostname()
@@ -112,7 +116,6 @@ class Runtime:
         self.progress = ProgressCoalescer(self.writer, cfg["PROGRESS_FLUSH"])
         self.observer = HubObserver(self)
         self.fallback_reasons: dict[str, str] = {}
-        self._attempts: dict[str, int] = {}
         # Heartbeats wait here until the reaper writes them in one batch.
         self.heartbeats: dict[str, dict[str, Any]] = {}
         self.local = LocalExecutor(
@@ -136,9 +139,15 @@ class Runtime:
         self._background: set[asyncio.Task[Any]] = set()
         self.control_channel: str | None = None
         self.started = False
+        self.started_at = 0.0
 
     def attempt_of(self, session_id: str) -> int:
-        return self._attempts.get(session_id, 1)
+        """The attempt the calling run_task carries (each run_task has its own context, so
+        two coroutines working on different attempts of one task never see each other's)."""
+        current = _CURRENT.get(None)
+        if current is None or current[0] != session_id:
+            raise RuntimeError(f"no attempt of {session_id} is being run in this context")
+        return current[1]
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -147,16 +156,31 @@ class Runtime:
         return task
 
     async def start(self) -> None:
-        """Recover what a previous run of this instance left behind, then keep house."""
+        """Keep house, and recover what a previous run of this instance left behind."""
         if self.started:
             return
         self.started = True
-        from hivemind_web.hub.execution.reaper import Reaper, recover_after_restart
+        self.started_at = time.monotonic()
+        from hivemind_web.hub.execution.reaper import Reaper
 
-        for session_id, attempt in await database_sync_to_async(recover_after_restart)(INSTANCE):
-            self.spawn(self.run_task(session_id, attempt))
+        # Housekeeping first: a recovery that fails (the database still booting) must not
+        # leave the hub without heartbeat bookkeeping; it is retried until it succeeds.
         self.spawn(Reaper(self).run())
         self.spawn(self._listen())
+        self.spawn(self._recover())
+
+    async def _recover(self) -> None:
+        from hivemind_web.hub.execution.reaper import recover_after_restart
+
+        while True:
+            try:
+                pending = await database_sync_to_async(recover_after_restart)(INSTANCE)
+                break
+            except Exception:
+                log.exception("recovery after restart failed; retrying in 2 s")
+                await asyncio.sleep(2.0)
+        for session_id, attempt in pending:
+            self.spawn(self.run_task(session_id, attempt))
 
     async def join_control_group(self) -> None:
         """(Re)join the group every hub process listens on (groups expire in Redis)."""
@@ -184,15 +208,13 @@ class Runtime:
         task = await database_sync_to_async(_load_pending)(session_id, attempt)
         if task is None:
             return
-        self._attempts[session_id] = attempt
+        _CURRENT.set((session_id, attempt))
         try:
             await self._run(task, session_id, attempt)
         except Exception as exc:  # never leave a task stuck on a bug or an outage
             log.exception("task %s attempt %s crashed in the hub", session_id, attempt)
             await self._finish(session_id, attempt, TaskStatus.FAILED, error=f"hub error: {exc}")
         finally:
-            if self._attempts.get(session_id) == attempt:
-                self._attempts.pop(session_id, None)
             # The database is the hub's task→node index (selectors.tasks_on_node, team_nodes);
             # the executor's in-memory copy is only needed while placing.
             self.golem.index.remove(session_id)
@@ -223,6 +245,7 @@ class Runtime:
             attempt=attempt,
             route=route,
             reason=reason,
+            owner=INSTANCE,
         )
         if not routed:
             return  # cancelled or superseded while being routed
@@ -258,8 +281,10 @@ class Runtime:
         )
 
     async def stop(self, session_id: str, node: str | None) -> None:
+        """Stop the attempt on ``node``, or, without one, the task's local run (a cancel)."""
         if node:
             await self.send_cancel(node, session_id)
+            return
         # The local run may live in another hub process: tell them all.
         if not self.local.cancel(session_id):
             await get_channel_layer().group_send(

@@ -135,6 +135,9 @@ def node_connected(
     node.version = version[:64]
     node.agents = sorted(set(agents))
     fields = ["healthy", "last_heartbeat", "version", "agents"]
+    if node.self_draining:  # it shut down and came back: the drain it asked for is over
+        node.self_draining = node.draining = False
+        fields += ["self_draining", "draining"]
     if not node.operator_edited:
         node.labels, node.capacity = dict(labels), capacity
         fields += ["labels", "capacity"]
@@ -213,9 +216,10 @@ def node_fail_lost_tasks(*, lost_since: datetime) -> list[str]:
 
 
 def node_settle_drain(node: Node) -> None:
-    """A draining node whose last task ended stays unschedulable: drained means cordoned."""
-    node.refresh_from_db(fields=["running", "draining", "cordoned", "healthy"])
-    if node.draining and node.running == 0:
+    """A node an operator drained stays unschedulable once its last task ended: drained means
+    cordoned. A node draining itself for a shutdown stays draining until it says hello."""
+    node.refresh_from_db(fields=["running", "draining", "self_draining", "cordoned", "healthy"])
+    if node.draining and not node.self_draining and node.running == 0:
         node.draining, node.cordoned = False, True
         _save(node, "draining", "cordoned")
 
@@ -234,7 +238,18 @@ def node_cordon(*, name: str, actor: Any) -> Node:
 
 
 def node_uncordon(*, name: str, actor: Any) -> Node:
-    return _set_intent(name, cordoned=False, draining=False)
+    return _set_intent(name, cordoned=False, draining=False, self_draining=False)
+
+
+def node_self_drain(*, name: str) -> Node:
+    """The node said it is draining: no new work for it until it says hello again. When an
+    operator's drain is already in force, the node is only acknowledging that one."""
+    with transaction.atomic():
+        node = get_node(name, lock=True)
+        if node.draining:
+            return node
+        node.draining = node.self_draining = True
+        return _save(node, "draining", "self_draining")
 
 
 def node_drain(*, name: str, actor: Any) -> Node:

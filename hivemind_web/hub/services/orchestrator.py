@@ -19,7 +19,9 @@ from hivemind_web.hub.services.tasks import (
     FAILED,
     PENDING,
     _start_after_commit,
+    _stop_after_commit,
     _transition,
+    clean_text,
     release_slot,
 )
 
@@ -37,9 +39,22 @@ def _decide(task: Task) -> str:
 
 
 def task_handle_failure(*, task: Task, error: str, actor: Any = None) -> Task | None:
-    """Fail the task's current attempt and apply its team's policy. Call inside a transaction."""
+    """Fail the task's current attempt and apply its team's policy. Call inside a transaction.
+
+    ``task`` is what the caller read; the row is re-read under a lock, and nothing happens
+    when that attempt has ended or moved on meanwhile.
+    """
+    seen_attempt, seen_node = task.attempts, task.node_id
+    task = (
+        Task.objects.select_related("team", "node")
+        .select_for_update(of=("self",))
+        .filter(pk=task.pk, attempts=seen_attempt, node_id=seen_node, status__in=list(ACTIVE))
+        .first()
+    )
+    if task is None:
+        return None
     decision = _decide(task)
-    error = (error or "failed")[:10000]
+    error = clean_text(error or "failed")[:10000]
     node_name = task.node.name if task.node_id else None
     common: dict[str, Any] = {"error": error, "node": None, "progress": 0.0, "message": ""}
     if decision == Team.OnFailure.FAIL:
@@ -55,6 +70,8 @@ def task_handle_failure(*, task: Task, error: str, actor: Any = None) -> Task | 
             return None
         release_slot(task.node_id)
         events.task_event(done, "failed", actor=actor, error=error, node=node_name)
+        if node_name:  # a stalled node may still be running it
+            _stop_after_commit(task)
         return done
     excluded = list(task.excluded_nodes)
     if node_name and node_name not in excluded:
@@ -81,5 +98,7 @@ def task_handle_failure(*, task: Task, error: str, actor: Any = None) -> Task | 
         moved, "attempt_failed", actor=actor, error=error, node=node_name, attempt=task.attempts
     )
     events.task_event(moved, decision, attempt=moved.attempts, excluded_nodes=excluded)
+    if node_name:  # a stalled node may still be running the failed attempt
+        _stop_after_commit(task)
     _start_after_commit(moved)
     return moved

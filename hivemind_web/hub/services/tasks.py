@@ -43,6 +43,7 @@ BOUND = (SCHEDULED, RUNNING)
 ERR_INPUT_TOO_LARGE = "input is {size} bytes; the limit is {limit} bytes"
 ERR_UNKNOWN_AGENT = "unknown agent {agent!r}; known agents: {known}"
 ERR_TERMINAL = "task {sid} is already {status}"
+ERR_NUL = "must not contain NUL characters"
 ERR_ALREADY_LOCAL = "task {sid} already runs locally"
 TRUNCATED = "\n[truncated]"
 
@@ -75,6 +76,8 @@ def validate_submission(
     errors: dict[str, str] = {}
     if not isinstance(input, str):
         errors["input"] = "must be a string"
+    elif "\x00" in input:
+        errors["input"] = ERR_NUL
     else:
         size, limit = len(input.encode()), hub_limits()["MAX_INPUT_BYTES"]
         if size > limit:
@@ -171,10 +174,15 @@ def _start_after_commit(task: Task) -> None:
     transaction.on_commit(lambda: _runtime().start_task(session_id, attempt))
 
 
-def get_task(session_id: Any) -> Task:
+def get_task(session_id: Any, *, lock: bool = False) -> Task:
+    """The task, or NotFound. ``lock`` holds its row until the transaction ends, so what a
+    transition read (its node, its attempt) cannot change under it."""
+    qs = Task.objects.select_related("team", "node")
+    if lock:
+        qs = qs.select_for_update(of=("self",))
     try:
         uuid.UUID(str(session_id))
-        return Task.objects.select_related("team", "node").get(session_id=session_id)
+        return qs.get(session_id=session_id)
     except (ValueError, Task.DoesNotExist):
         raise NotFound(f"no task {session_id}") from None
 
@@ -206,14 +214,17 @@ def release_slot(node_id: int | None) -> None:
 
 
 @transaction.atomic
-def task_mark_routed(*, session_id: str, attempt: int, route: str, reason: str) -> bool:
+def task_mark_routed(
+    *, session_id: str, attempt: int, route: str, reason: str, owner: str = ""
+) -> bool:
     """Claim the attempt for routing: only one router (of any hub process) wins it."""
     reason = reason or f"strategy {route}"
     qs = Task.objects.filter(
         session_id=session_id, attempts=attempt, status=PENDING, route_reason=""
     )
     task = None
-    if qs.update(route=route, route_reason=reason, updated_at=timezone.now()) == 1:
+    changes = {"route": route, "route_reason": reason, "owner": owner}
+    if qs.update(updated_at=timezone.now(), **changes) == 1:
         task = Task.objects.select_related("team", "node").get(session_id=session_id)
     if task is not None:
         events.task_event(task, "routed", route=route, reason=reason)
@@ -303,9 +314,14 @@ def task_mark_running(
     return task is not None
 
 
+def clean_text(text: str) -> str:
+    """Text as the database can store it: PostgreSQL refuses NUL characters outright."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def _bounded_output(text: str) -> str:
     limit = hub_limits()["MAX_OUTPUT_BYTES"]
-    data = (text or "").encode()
+    data = clean_text(text or "").encode()
     if len(data) <= limit:
         return text or ""
     return data[:limit].decode(errors="ignore") + TRUNCATED
@@ -319,18 +335,23 @@ def task_record_progress(updates: Mapping[str, dict[str, Any]]) -> list[Task]:
     changed: list[Task] = []
     max_lines = hub_limits()["MAX_LOG_LINES"]
     with transaction.atomic():
-        tasks = Task.objects.select_for_update().filter(
-            session_id__in=list(updates), status__in=list(ACTIVE)
+        tasks = (
+            Task.objects.select_related("node")
+            .select_for_update(of=("self",))
+            .filter(session_id__in=list(updates), status__in=list(ACTIVE))
         )
         for task in tasks:
             update = updates[str(task.session_id)]
+            if "node" in update and update["node"] != (task.node.name if task.node_id else None):
+                continue  # a report from where the task no longer runs
             fields = ["updated_at"]
             if update.get("pct") is not None:
                 task.progress = max(task.progress, min(100.0, float(update["pct"])))
-                task.message = (update.get("message") or "")[:1000]
+                task.message = clean_text(update.get("message") or "")[:1000]
                 fields += ["progress", "message"]
             if update.get("lines"):
-                task.log = (task.log + [str(x)[:2000] for x in update["lines"]])[-max_lines:]
+                lines = [clean_text(str(x))[:2000] for x in update["lines"]]
+                task.log = (task.log + lines)[-max_lines:]
                 fields.append("log")
             task.save(update_fields=fields)
             events.publish_task(task)
@@ -361,7 +382,8 @@ def task_finish(
     """Record an attempt's end. A failure goes to the team orchestrator, which may retry."""
     from hivemind_web.hub.services.orchestrator import task_handle_failure
 
-    qs = Task.objects.filter(session_id=session_id, attempts=attempt, status__in=list(ACTIVE))
+    qs = Task.objects.select_related("team", "node").select_for_update(of=("self",))
+    qs = qs.filter(session_id=session_id, attempts=attempt, status__in=list(ACTIVE))
     if node_name is not None:
         qs = qs.filter(node__name=node_name)
     task = qs.first()
@@ -378,7 +400,7 @@ def task_finish(
     if status == SUCCEEDED:
         changes["progress"] = 100.0
     if error:
-        changes["error"] = error[:10000]
+        changes["error"] = clean_text(error)[:10000]
     done = _transition(session_id, attempt, ACTIVE, **changes)
     if done is None:
         return None
@@ -390,7 +412,7 @@ def task_finish(
 @transaction.atomic
 def task_cancel(*, session_id: Any, actor: Any) -> Task:
     """Cancel a task wherever it is; a finished task cannot be cancelled (409)."""
-    task = get_task(session_id)
+    task = get_task(session_id, lock=True)
     if task.is_terminal:
         raise TransitionError(ERR_TERMINAL.format(sid=task.session_id, status=task.status))
     done = _transition(task.session_id, None, ACTIVE, status=CANCELLED, finished_at=timezone.now())
@@ -412,7 +434,7 @@ def _stop_after_commit(task: Task) -> None:
 @transaction.atomic
 def task_force_fallback(*, session_id: Any, actor: Any) -> Task:
     """Run the task locally now: a remote attempt is cancelled on its node (audited)."""
-    task = get_task(session_id)
+    task = get_task(session_id, lock=True)
     if task.is_terminal:
         raise TransitionError(ERR_TERMINAL.format(sid=task.session_id, status=task.status))
     if task.route == Task.Route.LOCAL:

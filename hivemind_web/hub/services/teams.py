@@ -19,6 +19,19 @@ def validate_team_name(name: object) -> str | None:
     return None
 
 
+def validate_team(
+    *, name: str | None = None, on_failure: str | None = None, max_retries: int | None = None
+) -> dict[str, str]:
+    """Every problem with these team fields (a name is also checked for being free)."""
+    errors = _validate(on_failure, max_retries)
+    if name is not None:
+        if problem := validate_team_name(name):
+            errors["name"] = problem
+        elif Team.objects.filter(name=name).exists():
+            errors["name"] = f"a team named {name!r} already exists"
+    return errors
+
+
 def _validate(on_failure: str | None, max_retries: int | None) -> dict[str, str]:
     errors: dict[str, str] = {}
     if on_failure is not None and on_failure not in Team.OnFailure.values:
@@ -44,11 +57,7 @@ def team_get_or_create(*, name: str) -> Team:
 
 @transaction.atomic
 def team_create(*, name: str, on_failure: str = Team.OnFailure.RETRY, max_retries: int = 1) -> Team:
-    errors = _validate(on_failure, max_retries)
-    if problem := validate_team_name(name):
-        errors["name"] = problem
-    elif Team.objects.filter(name=name).exists():
-        errors["name"] = f"a team named {name!r} already exists"
+    errors = validate_team(name=name, on_failure=on_failure, max_retries=max_retries)
     if errors:
         raise ServiceValidationError(errors)
     return Team.objects.create(name=name, on_failure=on_failure, max_retries=max_retries)
