@@ -85,3 +85,13 @@ def test_tasks_are_searchable_by_session_id_and_agent() -> None:
         in olga.get("/admin/hub/task/", {"q": str(task.session_id)}).content.decode()
     )
     assert Task.objects.count() == 1
+
+
+def test_bad_team_fields_in_the_admin_are_form_errors() -> None:
+    alice = staff("alice", "admin")
+    response = alice.post(
+        "/admin/hub/team/add/", {"name": "bad name!", "on_failure": "retry", "max_retries": 1000}
+    )
+    page = response.content.decode()
+    assert response.status_code == 200 and "team name must be" in page
+    assert "max_retries must be between 0 and 100" in page

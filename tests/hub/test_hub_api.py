@@ -152,6 +152,7 @@ TOO_BIG = "x" * (256 * 1024 + 1)
         ({"agent_id": "echo", "affinity": "require_colocate"}, "affinity", "requires a team"),
         ({"agent_id": "echo", "input": TOO_BIG}, "input", "limit is 262144 bytes"),
         ({"agent_id": "echo", "team": "bad team!"}, "team", "team name"),
+        ({"agent_id": "echo", "input": "nul\x00byte"}, "input", "ull characters"),
     ],
 )
 def test_every_bad_field_gets_a_400_naming_it_and_stores_nothing(
@@ -321,3 +322,24 @@ def test_lists_are_paginated_and_the_page_size_is_bounded(bob: APIClient) -> Non
     page = bob.get("/api/v1/tasks/?page_size=2").json()
     assert (page["count"], len(page["results"]), page["next"] is not None) == (3, 2, True)
     assert len(bob.get("/api/v1/tasks/?page_size=100000").json()["results"]) == 3
+
+
+def test_only_admins_create_or_change_team_policies(olga: APIClient) -> None:
+    assert olga.post("/api/v1/teams/", {"name": "mine"}, format="json").status_code == 403
+    task_services.task_submit(actor=None, agent_id="echo", team="mine", start=False)
+    assert olga.patch("/api/v1/teams/mine/", {"max_retries": 9}, format="json").status_code == 403
+    assert olga.get("/api/v1/teams/mine/").json()["max_retries"] == 1
+
+
+def test_nul_characters_from_a_node_are_stored_safely() -> None:
+    task = task_services.task_submit(actor=None, agent_id="echo", start=False)
+    sid = str(task.session_id)
+    task_services.task_record_progress({sid: {"pct": 10, "message": "a\x00b", "lines": ["x\x00y"]}})
+    task_services.task_mark_running(session_id=sid, attempt=1)
+    task_services.task_finish(session_id=sid, attempt=1, status="succeeded", output="o\x00k")
+    task.refresh_from_db()
+    assert (task.message, task.log, task.output) == ("a\ufffdb", ["x\ufffdy"], "o\ufffdk")
+
+
+def test_a_filter_with_a_nul_character_is_harmless(bob: APIClient) -> None:
+    assert bob.get("/api/v1/tasks/?node=%00&team=a%00b").status_code == 200

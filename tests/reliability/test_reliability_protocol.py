@@ -154,6 +154,9 @@ def test_a_node_cannot_report_on_another_nodes_task(hub_factory: Any, node_facto
             )
             await expect_error(ws, "not_assigned")
             await ws.send(frame("task.accepted", session_id=sid, attempt=1))
+            # Refusing another node's assignment is refused too (it would move the task).
+            await ws.send(frame("task.rejected", session_id=sid, attempt=1, reason="mine now"))
+            await expect_error(ws, "not_assigned")
             # Saying hello under another node's name is refused too.
             await ws.send(
                 frame(
@@ -177,3 +180,18 @@ def test_a_node_cannot_report_on_another_nodes_task(hub_factory: Any, node_facto
     done = wait_task(hub, token, sid, "succeeded")
     assert done["node"] == "honest"
     wait_for(lambda: hub.api("GET", "/healthz")[0] == 200, timeout=5, what="hub alive")
+
+
+def test_an_input_too_big_for_a_frame_falls_back_to_local_at_once(
+    hub_factory: Any, node_factory: Any
+) -> None:
+    hub = hub_factory()
+    token = hub.create_user("alice", "admin")
+    node_factory(hub, "narrow", capacity=1).wait_ready(token)
+    # Under the input limit, but every character becomes six bytes of JSON in a frame.
+    task = submit(hub, token, agent_id="echo", input="\x01" * 200_000, strategy="golem")
+    done = wait_task(hub, token, task["session_id"], "succeeded")
+    assert done["route"] == "local" and "cannot be sent" in done["fallback_reason"]
+    # The node's connection survived it.
+    small = submit(hub, token, agent_id="echo", input="ok", strategy="golem")
+    assert wait_task(hub, token, small["session_id"], "succeeded")["node"] == "narrow"

@@ -321,9 +321,10 @@ def clean_text(text: str) -> str:
 
 def _bounded_output(text: str) -> str:
     limit = hub_limits()["MAX_OUTPUT_BYTES"]
-    data = clean_text(text or "").encode()
+    text = clean_text(text or "")
+    data = text.encode()
     if len(data) <= limit:
-        return text or ""
+        return text
     return data[:limit].decode(errors="ignore") + TRUNCATED
 
 
