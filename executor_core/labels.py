@@ -51,6 +51,18 @@ def label_value_error(key: str, value: object) -> str | None:
     return None
 
 
+def node_name_error(name: object) -> str | None:
+    """Why ``name`` is not a valid node name (a lowercase DNS label), or None."""
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty string"
+    if len(name) > MAX_NAME or not _DNS_LABEL.match(name):
+        return (
+            "must be a DNS label: at most 63 lowercase letters, digits or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return None
+
+
 def validate_labels(labels: object, *, what: str = "labels") -> dict[str, str]:
     """Check a mapping of labels and return it as a plain dict; raise LabelError otherwise."""
     if not isinstance(labels, Mapping):

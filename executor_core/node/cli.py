@@ -16,7 +16,7 @@ from pathlib import Path
 
 from executor_core import __version__
 from executor_core.agents import AgentRegistry, default_registry
-from executor_core.labels import LabelError, format_labels, parse_labels
+from executor_core.labels import LabelError, format_labels, node_name_error, parse_labels
 from executor_core.node import protocol
 from executor_core.node.agent import NodeAgent, NodeConfig
 from executor_core.node.connection import HubURLError, check_hub_url
@@ -41,7 +41,7 @@ def _hub(value: str) -> str:
 
 
 def _name(value: str) -> str:
-    problem = protocol.node_name_error(value)
+    problem = node_name_error(value)
     if problem:
         raise argparse.ArgumentTypeError(f"node name {value!r} {problem}")
     return value

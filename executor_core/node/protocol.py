@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
-from executor_core.labels import label_key_error, label_value_error
+from executor_core.labels import LabelError, node_name_error, validate_labels
 from executor_core.types import ExecutorError
 
 PROTOCOL_VERSION = 1
@@ -62,7 +61,6 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 FINISHED_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 class ProtocolError(ExecutorError, ValueError):
@@ -93,18 +91,6 @@ class _Invalid(Exception):
 
 
 Validator = Callable[[Any], Any]
-
-
-def node_name_error(name: object) -> str | None:
-    """Why ``name`` is not a valid node name (a lowercase DNS label), or None."""
-    if not isinstance(name, str) or not name:
-        return "must be a non-empty string"
-    if len(name) > 63 or not _DNS_LABEL.match(name):
-        return (
-            "must be a DNS label: at most 63 lowercase letters, digits or '-', "
-            "starting and ending with a letter or digit"
-        )
-    return None
 
 
 def _text(max_chars: int, *, nonempty: bool = False) -> Validator:
@@ -183,11 +169,10 @@ def _labels(value: Any) -> dict[str, str]:
         raise _Invalid("must be an object of label keys to values")
     if len(value) > MAX_LABELS:
         raise _Invalid(f"must hold at most {MAX_LABELS} labels (got {len(value)})")
-    for key, val in value.items():
-        problem = label_key_error(key) or label_value_error(key, val)
-        if problem:
-            raise _Invalid(problem)
-    return dict(value)
+    try:
+        return validate_labels(value)
+    except LabelError as exc:
+        raise _Invalid(str(exc)) from None
 
 
 _session_id = _text(MAX_ID_CHARS, nonempty=True)

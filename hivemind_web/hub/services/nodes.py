@@ -13,13 +13,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from executor_core.labels import LabelError, label_value_error, validate_labels
+from executor_core.labels import LabelError, node_name_error, validate_labels
 from hivemind_web.hub.models import Node, NodeLoadSample, Task
 from hivemind_web.hub.services import events
 from hivemind_web.hub.services.errors import NotFound, ServiceValidationError
 
 ERR_CAPACITY = "capacity must be an integer between 1 and 1024"
-ERR_NAME = "node name must be 1-63 lowercase letters, digits or '-', alphanumeric at both ends"
 ERR_JOIN_TOKEN = "invalid join token"
 ERR_NAME_TAKEN = "a node named {name!r} is already registered"
 MAX_CAPACITY = 1024
@@ -60,15 +59,8 @@ def validate_node_fields(
     *, name: Any = None, labels: Any = None, capacity: Any = None
 ) -> dict[str, str]:
     errors: dict[str, str] = {}
-    if name is not None and (
-        not isinstance(name, str)
-        or not name
-        or name != name.lower()
-        or "_" in name
-        or "." in name
-        or label_value_error("name", name)
-    ):
-        errors["name"] = ERR_NAME
+    if name is not None and (problem := node_name_error(name)):
+        errors["name"] = f"node name {problem}"
     if labels is not None:
         try:
             validate_labels(labels)
