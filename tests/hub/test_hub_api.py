@@ -343,3 +343,21 @@ def test_nul_characters_from_a_node_are_stored_safely() -> None:
 
 def test_a_filter_with_a_nul_character_is_harmless(bob: APIClient) -> None:
     assert bob.get("/api/v1/tasks/?node=%00&team=a%00b").status_code == 200
+
+
+def test_a_batch_is_stored_whole_or_not_at_all(olga: APIClient) -> None:
+    good = {"agent_id": "echo", "input": "x", "strategy": "local"}
+    before = db_state()
+    bad = olga.post(
+        "/api/v1/tasks/batch/",
+        {"tasks": [good, {"agent_id": "nope"}, {**good, "affinity": "require_spread"}]},
+        format="json",
+    )
+    assert bad.status_code == 400
+    assert set(bad.json()["tasks"]) == {"1", "2"}
+    assert "agent_id" in bad.json()["tasks"]["1"] and "affinity" in bad.json()["tasks"]["2"]
+    assert db_state() == before
+    ok = olga.post("/api/v1/tasks/batch/", {"tasks": [good] * 3}, format="json")
+    assert ok.status_code == 201 and len(ok.json()) == 3
+    assert Task.objects.count() == 3
+    assert olga.post("/api/v1/tasks/batch/", {"tasks": []}, format="json").status_code == 400

@@ -18,7 +18,7 @@ from hivemind_web.hub.services.errors import (
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceValidationError):
-        body = {k: v if isinstance(v, list) else [v] for k, v in exc.errors.items()}
+        body = {k: v if isinstance(v, list | dict) else [v] for k, v in exc.errors.items()}
         return Response(body, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, TransitionError):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)

@@ -57,6 +57,12 @@ class TaskSubmitSerializer(serializers.Serializer):
     affinity = serializers.CharField(default="none")
 
 
+class TaskBatchSerializer(serializers.Serializer):
+    tasks = serializers.ListField(
+        child=serializers.DictField(), min_length=1, max_length=500, allow_empty=False
+    )
+
+
 class TaskEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = TaskEvent

@@ -6,6 +6,7 @@ from hivemind_web.hub.api import views
 
 urlpatterns = [
     path("tasks/", views.TaskListCreate.as_view(), name="api-tasks"),
+    path("tasks/batch/", views.TaskBatch.as_view(), name="api-task-batch"),
     path("tasks/<str:session_id>/", views.TaskDetail.as_view(), name="api-task"),
     path("tasks/<str:session_id>/events/", views.TaskEvents.as_view(), name="api-task-events"),
     path("tasks/<str:session_id>/cancel/", views.TaskCancel.as_view(), name="api-task-cancel"),

@@ -20,6 +20,7 @@ from hivemind_web.hub.api.serializers import (
     NodeRegisterSerializer,
     NodeSerializer,
     NodeUpdateSerializer,
+    TaskBatchSerializer,
     TaskDetailSerializer,
     TaskEventSerializer,
     TaskSerializer,
@@ -64,6 +65,28 @@ class TaskListCreate(generics.ListAPIView):
         data.is_valid(raise_exception=True)
         task = task_services.task_submit(actor=request.user, **data.validated_data)
         return Response(TaskDetailSerializer(task).data, status=status.HTTP_201_CREATED)
+
+
+class TaskBatch(APIView):
+    """Submit up to 500 tasks in one request: all or none (errors keyed by item index)."""
+
+    permission_classes = [perms.requires(write=perms.SUBMIT)]
+
+    @extend_schema(request=TaskBatchSerializer, responses={201: TaskSerializer(many=True)})
+    def post(self, request: Request) -> Response:
+        batch = TaskBatchSerializer(data=request.data)
+        batch.is_valid(raise_exception=True)
+        items, errors = [], {}
+        for i, raw in enumerate(batch.validated_data["tasks"]):
+            item = TaskSubmitSerializer(data=raw)
+            if item.is_valid():
+                items.append(item.validated_data)
+            else:
+                errors[str(i)] = item.errors
+        if errors:
+            raise ValidationError({"tasks": errors})
+        tasks = task_services.task_submit_many(actor=request.user, items=items)
+        return Response(TaskSerializer(tasks, many=True).data, status=status.HTTP_201_CREATED)
 
 
 class TaskDetail(APIView):

@@ -341,13 +341,13 @@ def send_drain(node: str) -> None:
     hub_loop.submit(layer.group_send(node_group(node), {"type": "node.drain"}))
 
 
-def local_capacity_refusal() -> str:
-    """Why a new local run would be refused right now, or "" when there is room.
+def local_capacity_refusal(extra: int = 0) -> str:
+    """Why a new local run (and ``extra`` more) would be refused now, or "" when there is room.
 
     Read from a request thread: the counts are plain ints, a momentarily stale read only
     moves the refusal to the executor itself, which fails the task with the same message.
     """
     local = get_runtime().local
-    if local.queued >= local.queue_limit:
+    if local.queued + extra >= local.queue_limit:
         return ERR_AT_CAPACITY.format(queued=local.queued, limit=local.queue_limit)
     return ""

@@ -134,33 +134,52 @@ def task_submit(
     start: bool = True,
 ) -> Task:
     """Validate, store a pending task, and hand it to the hub runtime once committed."""
-    request = validate_submission(
-        agent_id=agent_id,
-        input=input,
-        strategy=strategy,
-        team=team,
-        node_selector=node_selector,
-        affinity=affinity,
-    )
-    if start and request.strategy == ExecutionStrategy.LOCAL:
-        refusal = _runtime().local_capacity_refusal()
+    fields = {
+        "agent_id": agent_id,
+        "input": input,
+        "strategy": strategy,
+        "team": team,
+        "node_selector": node_selector,
+        "affinity": affinity,
+    }
+    return task_submit_many(actor=actor, items=[fields], start=start, single=True)[0]
+
+
+def task_submit_many(
+    *, actor: Any, items: list[dict[str, Any]], start: bool = True, single: bool = False
+) -> list[Task]:
+    """Submit several tasks at once: all valid and stored, or none (errors by item index)."""
+    requests, errors = [], {}
+    for i, item in enumerate(items):
+        try:
+            requests.append(validate_submission(**item))
+        except ServiceValidationError as exc:
+            errors[str(i)] = exc.errors if single else {k: [v] for k, v in exc.errors.items()}
+    if errors:
+        raise ServiceValidationError(errors["0"] if single else {"tasks": errors})
+    local = sum(1 for r in requests if r.strategy == ExecutionStrategy.LOCAL)
+    if start and local:
+        refusal = _runtime().local_capacity_refusal(extra=local - 1)
         if refusal:
             raise AtCapacity(refusal)
+    tasks = []
     with transaction.atomic():
-        team_row = team_get_or_create(name=request.team_id) if request.team_id else None
-        task = Task.objects.create(
-            agent_id=request.agent_id,
-            input=request.input,
-            strategy=request.strategy.value,
-            team=team_row,
-            node_selector=dict(request.node_selector),
-            affinity=request.affinity_policy.value,
-            submitted_by=actor if getattr(actor, "pk", None) else None,
-        )
-        events.task_event(task, "submitted", actor=actor, strategy=task.strategy)
-        if start:
-            _start_after_commit(task)
-    return task
+        for request in requests:
+            team_row = team_get_or_create(name=request.team_id) if request.team_id else None
+            task = Task.objects.create(
+                agent_id=request.agent_id,
+                input=request.input,
+                strategy=request.strategy.value,
+                team=team_row,
+                node_selector=dict(request.node_selector),
+                affinity=request.affinity_policy.value,
+                submitted_by=actor if getattr(actor, "pk", None) else None,
+            )
+            events.task_event(task, "submitted", actor=actor, strategy=task.strategy)
+            if start:
+                _start_after_commit(task)
+            tasks.append(task)
+    return tasks
 
 
 def _runtime():
