@@ -62,7 +62,6 @@ CANCELLED = "cancelled"
 FINISHED_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
 
 
-
 class ProtocolError(ExecutorError, ValueError):
     """A frame that breaks the protocol. ``code`` is machine-readable, ``message`` precise."""
 

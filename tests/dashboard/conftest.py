@@ -11,7 +11,7 @@ from django.test import Client
 
 from hivemind_web.hub.models import Node, Task
 from hivemind_web.hub.services import nodes as node_services
-from hivemind_web.hub.services import tasks as task_services
+from hivemind_web.hub.services import submission
 
 
 @pytest.fixture
@@ -43,4 +43,4 @@ def node(db: Any) -> Node:
 @pytest.fixture
 def task(db: Any) -> Task:
     """A pending task (stored, never started: its start hook needs a committed transaction)."""
-    return task_services.task_submit(actor=None, agent_id="echo", input="hi", start=False)
+    return submission.task_submit(actor=None, agent_id="echo", input="hi", start=False)

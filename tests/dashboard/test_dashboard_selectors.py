@@ -20,7 +20,7 @@ from hivemind_web.dashboard.selectors import (
     team_members,
 )
 from hivemind_web.hub.models import Node, NodeLoadSample, Task, Team
-from hivemind_web.hub.services import tasks as task_services
+from hivemind_web.hub.services import submission
 
 SID = "0b7f3a52-8f7e-4f0e-9a55-7f1c1f7b2f10"
 
@@ -103,7 +103,7 @@ def test_node_history_buckets_samples_and_keeps_the_window() -> None:
 @pytest.mark.django_db
 def test_task_pages_are_newest_first_and_clamped() -> None:
     for _ in range(PAGE_SIZE + 3):
-        task_services.task_submit(actor=None, agent_id="echo", start=False)
+        submission.task_submit(actor=None, agent_id="echo", start=False)
     first = task_page(TaskQuery())
     assert (first["count"], first["pages"], len(first["results"])) == (PAGE_SIZE + 3, 2, PAGE_SIZE)
     newest = Task.objects.order_by("-created_at", "-id").first()

@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 
 from hivemind_web.hub.models import HubSetting, Node, Task, TaskEvent
+from hivemind_web.hub.services import submission
 from hivemind_web.hub.services import tasks as task_services
 
 pytestmark = pytest.mark.django_db
@@ -153,8 +154,8 @@ def test_an_admin_switches_fallback_mode(alice: Client) -> None:
 
 def test_the_snapshot_endpoint_pages_and_filters(bob: Client, node: Node) -> None:
     for _ in range(3):
-        task_services.task_submit(actor=None, agent_id="echo", team="red", start=False)
-    task_services.task_submit(actor=None, agent_id="sleep", input="1", start=False)
+        submission.task_submit(actor=None, agent_id="echo", team="red", start=False)
+    submission.task_submit(actor=None, agent_id="sleep", input="1", start=False)
     body = bob.get("/board/snapshot.json?tasks=1&team=red").json()
     assert body["tasks"]["count"] == 3
     assert {t["team"] for t in body["tasks"]["results"]} == {"red"}

@@ -8,7 +8,7 @@ from django.test import Client
 
 from hivemind_web.hub.models import Node, Task, TaskEvent
 from hivemind_web.hub.services import nodes as node_services
-from hivemind_web.hub.services import tasks as task_services
+from hivemind_web.hub.services import submission
 
 pytestmark = pytest.mark.django_db
 
@@ -64,7 +64,7 @@ def test_an_operator_cannot_edit_nodes_in_the_admin(node: Node) -> None:
 
 def test_task_actions_cancel_and_are_audited() -> None:
     olga = staff("olga", "operator")
-    task = task_services.task_submit(actor=None, agent_id="echo", input="x", start=False)
+    task = submission.task_submit(actor=None, agent_id="echo", input="x", start=False)
     olga.post("/admin/hub/task/", {"action": "cancel", "_selected_action": [task.pk]})
     task.refresh_from_db()
     assert task.status == "cancelled"
@@ -79,7 +79,7 @@ def test_task_actions_cancel_and_are_audited() -> None:
 
 def test_tasks_are_searchable_by_session_id_and_agent() -> None:
     olga = staff("olga", "operator")
-    task = task_services.task_submit(actor=None, agent_id="sleep", input="1", start=False)
+    task = submission.task_submit(actor=None, agent_id="sleep", input="1", start=False)
     assert (
         str(task.session_id)[:8]
         in olga.get("/admin/hub/task/", {"q": str(task.session_id)}).content.decode()

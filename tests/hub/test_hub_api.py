@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 
 from hivemind_web.hub.models import Node, Task, TaskEvent, Team
 from hivemind_web.hub.services import nodes as node_services
+from hivemind_web.hub.services import submission
 from hivemind_web.hub.services import tasks as task_services
 
 pytestmark = pytest.mark.django_db
@@ -178,7 +179,7 @@ def test_several_bad_fields_are_reported_together(olga: APIClient) -> None:
 
 
 def test_cancelling_a_finished_task_is_a_conflict(olga: APIClient) -> None:
-    task = task_services.task_submit(actor=None, agent_id="echo", input="x", start=False)
+    task = submission.task_submit(actor=None, agent_id="echo", input="x", start=False)
     task_services.task_cancel(session_id=task.session_id, actor="test")
     before = db_state()
     response = olga.post(f"/api/v1/tasks/{task.session_id}/cancel/")
@@ -189,7 +190,7 @@ def test_cancelling_a_finished_task_is_a_conflict(olga: APIClient) -> None:
 
 
 def test_cancel_and_force_fallback_are_audited_with_their_actor(olga: APIClient) -> None:
-    task = task_services.task_submit(actor=None, agent_id="echo", input="x", start=False)
+    task = submission.task_submit(actor=None, agent_id="echo", input="x", start=False)
     response = olga.post(f"/api/v1/tasks/{task.session_id}/fallback/")
     assert response.status_code == 200
     assert response.json()["route"] == "local"
@@ -205,8 +206,8 @@ def test_unknown_task_is_a_404(bob: APIClient) -> None:
 
 
 def test_task_list_filters_by_several_statuses_team_and_route(bob: APIClient) -> None:
-    a = task_services.task_submit(actor=None, agent_id="echo", team="red", start=False)
-    b = task_services.task_submit(actor=None, agent_id="echo", team="blue", start=False)
+    a = submission.task_submit(actor=None, agent_id="echo", team="red", start=False)
+    b = submission.task_submit(actor=None, agent_id="echo", team="blue", start=False)
     task_services.task_cancel(session_id=b.session_id, actor="test")
     listed = bob.get("/api/v1/tasks/?status=pending,cancelled").json()
     assert listed["count"] == 2
@@ -318,7 +319,7 @@ def test_registration_needs_the_join_token(settings) -> None:
 
 def test_lists_are_paginated_and_the_page_size_is_bounded(bob: APIClient) -> None:
     for _ in range(3):
-        task_services.task_submit(actor=None, agent_id="echo", start=False)
+        submission.task_submit(actor=None, agent_id="echo", start=False)
     page = bob.get("/api/v1/tasks/?page_size=2").json()
     assert (page["count"], len(page["results"]), page["next"] is not None) == (3, 2, True)
     assert len(bob.get("/api/v1/tasks/?page_size=100000").json()["results"]) == 3
@@ -326,13 +327,13 @@ def test_lists_are_paginated_and_the_page_size_is_bounded(bob: APIClient) -> Non
 
 def test_only_admins_create_or_change_team_policies(olga: APIClient) -> None:
     assert olga.post("/api/v1/teams/", {"name": "mine"}, format="json").status_code == 403
-    task_services.task_submit(actor=None, agent_id="echo", team="mine", start=False)
+    submission.task_submit(actor=None, agent_id="echo", team="mine", start=False)
     assert olga.patch("/api/v1/teams/mine/", {"max_retries": 9}, format="json").status_code == 403
     assert olga.get("/api/v1/teams/mine/").json()["max_retries"] == 1
 
 
 def test_nul_characters_from_a_node_are_stored_safely() -> None:
-    task = task_services.task_submit(actor=None, agent_id="echo", start=False)
+    task = submission.task_submit(actor=None, agent_id="echo", start=False)
     sid = str(task.session_id)
     task_services.task_record_progress({sid: {"pct": 10, "message": "a\x00b", "lines": ["x\x00y"]}})
     task_services.task_mark_running(session_id=sid, attempt=1)

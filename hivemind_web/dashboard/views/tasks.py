@@ -19,6 +19,7 @@ from hivemind_web.dashboard.views.common import (
 )
 from hivemind_web.hub.api.permissions import CONTROL, SUBMIT, VIEW
 from hivemind_web.hub.models import Task
+from hivemind_web.hub.services import submission
 from hivemind_web.hub.services import tasks as task_services
 from hivemind_web.hub.services.errors import NotFound, ServiceValidationError, TransitionError
 
@@ -26,7 +27,7 @@ from hivemind_web.hub.services.errors import NotFound, ServiceValidationError, T
 @login_required
 @permission_required([VIEW, SUBMIT], raise_exception=True)
 def task_new(request: HttpRequest) -> HttpResponse:
-    agents = task_services.known_agents()
+    agents = submission.known_agents()
     form = TaskSubmitForm(request.POST or None, agents=agents)
     if request.method == "POST":
         task = _submit(form, request.user)
@@ -42,9 +43,9 @@ def _submit(form: TaskSubmitForm, actor: Any) -> Task | None:
     valid = form.is_valid()
     try:
         if valid:
-            return task_services.task_submit(actor=actor, **form.service_fields())
+            return submission.task_submit(actor=actor, **form.service_fields())
         # Still ask the service, so the other fields' errors show at the same time.
-        task_services.validate_submission(**form.service_fields())
+        submission.validate_submission(**form.service_fields())
     except ServiceValidationError as exc:
         form.add_service_errors(exc.errors)
     return None

@@ -31,6 +31,7 @@ from hivemind_web.hub.api.serializers import (
 from hivemind_web.hub.models import Node, Team
 from hivemind_web.hub.services import hub as hub_services
 from hivemind_web.hub.services import nodes as node_services
+from hivemind_web.hub.services import submission
 from hivemind_web.hub.services import tasks as task_services
 from hivemind_web.hub.services import teams as team_services
 from hivemind_web.hub.services.errors import NotFound
@@ -63,7 +64,7 @@ class TaskListCreate(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = TaskSubmitSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        task = task_services.task_submit(actor=request.user, **data.validated_data)
+        task = submission.task_submit(actor=request.user, **data.validated_data)
         return Response(TaskDetailSerializer(task).data, status=status.HTTP_201_CREATED)
 
 
@@ -85,7 +86,7 @@ class TaskBatch(APIView):
                 errors[str(i)] = item.errors
         if errors:
             raise ValidationError({"tasks": errors})
-        tasks = task_services.task_submit_many(actor=request.user, items=items)
+        tasks = submission.task_submit_many(actor=request.user, items=items)
         return Response(TaskSerializer(tasks, many=True).data, status=status.HTTP_201_CREATED)
 
 
