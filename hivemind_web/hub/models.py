@@ -163,6 +163,23 @@ class TaskEvent(models.Model):
         return f"{self.kind} by {self.actor or 'system'}"
 
 
+class NodeEvent(models.Model):
+    """A node's audit trail: who cordoned, drained or edited it, when it came and went."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=32)
+    data = models.JSONField(default=dict, blank=True)
+    actor = models.CharField(max_length=150, blank=True)
+    time = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["time", "id"]
+        indexes = [models.Index(fields=["node", "time"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} by {self.actor or 'system'}"
+
+
 class HubSetting(models.Model):
     """Hub-wide switches; one row (pk=1)."""
 

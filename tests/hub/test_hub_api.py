@@ -362,3 +362,18 @@ def test_a_batch_is_stored_whole_or_not_at_all(olga: APIClient) -> None:
     assert ok.status_code == 201 and len(ok.json()) == 3
     assert Task.objects.count() == 3
     assert olga.post("/api/v1/tasks/batch/", {"tasks": []}, format="json").status_code == 400
+
+
+def test_node_actions_are_audited_with_their_actor(
+    alice: APIClient, bob: APIClient, node: Node
+) -> None:
+    alice.post("/api/v1/nodes/gpu-1/cordon/")
+    alice.patch("/api/v1/nodes/gpu-1/", {"capacity": 3}, format="json")
+    alice.post("/api/v1/nodes/gpu-1/uncordon/")
+    trail = bob.get("/api/v1/nodes/gpu-1/events/").json()["results"]
+    assert [(e["kind"], e["actor"]) for e in trail] == [
+        ("created", "system"),
+        ("cordoned", "alice"),
+        ("edited", "alice"),
+        ("uncordoned", "alice"),
+    ]

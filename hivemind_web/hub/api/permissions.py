@@ -21,7 +21,7 @@ ADD_TEAM = "hub.add_team"
 CHANGE_TEAM = "hub.change_team"
 
 ROLES: dict[str, list[str]] = {
-    "viewer": ["view_task", "view_node", "view_team", "view_taskevent"],
+    "viewer": ["view_task", "view_node", "view_team", "view_taskevent", "view_nodeevent"],
     "operator": ["submit_task", "control_task"],
     "admin": ["manage_nodes", "switch_fallback_mode", "add_team", "change_team"],
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from hivemind_web.hub.models import Node, Task, TaskEvent, Team
+from hivemind_web.hub.models import Node, NodeEvent, Task, TaskEvent, Team
 
 
 class TaskSerializer(serializers.ModelSerializer):
@@ -66,6 +66,12 @@ class TaskBatchSerializer(serializers.Serializer):
 class TaskEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = TaskEvent
+        fields = ["kind", "data", "actor", "time"]
+
+
+class NodeEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = NodeEvent
         fields = ["kind", "data", "actor", "time"]
 
 

@@ -20,6 +20,7 @@ urlpatterns = [
     path("nodes/<str:name>/uncordon/", views.NodeUncordon.as_view(), name="api-node-uncordon"),
     path("nodes/<str:name>/drain/", views.NodeDrain.as_view(), name="api-node-drain"),
     path("nodes/<str:name>/tasks/", views.NodeTasks.as_view(), name="api-node-tasks"),
+    path("nodes/<str:name>/events/", views.NodeEvents.as_view(), name="api-node-events"),
     path("teams/", views.TeamListCreate.as_view(), name="api-teams"),
     path("teams/<str:name>/", views.TeamDetail.as_view(), name="api-team"),
     path("teams/<str:name>/nodes/", views.TeamNodes.as_view(), name="api-team-nodes"),

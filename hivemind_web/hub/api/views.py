@@ -17,6 +17,7 @@ from hivemind_web.hub import selectors
 from hivemind_web.hub.api import permissions as perms
 from hivemind_web.hub.api.serializers import (
     FallbackModeSerializer,
+    NodeEventSerializer,
     NodeRegisterSerializer,
     NodeSerializer,
     NodeUpdateSerializer,
@@ -166,6 +167,15 @@ class NodeTasks(generics.ListAPIView):
     def get_queryset(self):  # type: ignore[no-untyped-def]
         node_services.get_node(self.kwargs["name"])
         return selectors.tasks_on_node(self.kwargs["name"])
+
+
+class NodeEvents(generics.ListAPIView):
+    """The node's audit trail: registrations, connections, cordons, drains, edits."""
+
+    serializer_class = NodeEventSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return node_services.get_node(self.kwargs["name"]).events.all()
 
 
 class NodeRegister(APIView):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hivemind_web.hub import broadcast
-from hivemind_web.hub.models import Node, Task, TaskEvent
+from hivemind_web.hub.models import Node, NodeEvent, Task, TaskEvent
 
 SYSTEM = "system"
 
@@ -36,3 +36,8 @@ def publish_node(node: Node) -> None:
     from hivemind_web.hub.snapshots import node_snapshot
 
     broadcast.publish("node", node_snapshot(node))
+
+
+def node_event(node: Node, kind: str, *, actor: Any = None, **data: Any) -> NodeEvent:
+    """Append to the node's audit trail (its new state is broadcast by the caller's save)."""
+    return NodeEvent.objects.create(node=node, kind=kind, actor=actor_name(actor), data=data)

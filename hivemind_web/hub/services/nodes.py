@@ -97,6 +97,7 @@ def node_register(
     )
     node.token_hash = hash_token(token)
     node.save(update_fields=["token_hash", "updated_at"])
+    events.node_event(node, "registered", actor=name)
     events.publish_node(node)
     return node, token
 
@@ -136,6 +137,7 @@ def node_connected(
     # The bound count is the hub's own figure: recount it rather than trust history.
     node.running = Task.objects.filter(node=node, status__in=["scheduled", "running"]).count()
     fields.append("running")
+    events.node_event(node, "connected", actor=name, version=node.version)
     return _save(node, *fields)
 
 
@@ -187,6 +189,7 @@ def node_mark_stale(*, silent_since: datetime) -> list[str]:
         for node in stale:
             node.healthy = False
             _save(node, "healthy")
+            events.node_event(node, "not_ready", last_heartbeat=node.last_heartbeat.isoformat())
             names.append(node.name)
     return names
 
@@ -216,21 +219,24 @@ def node_settle_drain(node: Node) -> None:
         _save(node, "draining", "cordoned")
 
 
-def _set_intent(name: str, **intent: bool) -> Node:
+def _set_intent(name: str, kind: str, actor: Any, **intent: bool) -> Node:
     with transaction.atomic():
         node = get_node(name, lock=True)
         for field, value in intent.items():
             setattr(node, field, value)
         _save(node, *intent)
+        events.node_event(node, kind, actor=actor)
     return node
 
 
 def node_cordon(*, name: str, actor: Any) -> Node:
-    return _set_intent(name, cordoned=True)
+    return _set_intent(name, "cordoned", actor, cordoned=True)
 
 
 def node_uncordon(*, name: str, actor: Any) -> Node:
-    return _set_intent(name, cordoned=False, draining=False, self_draining=False)
+    return _set_intent(
+        name, "uncordoned", actor, cordoned=False, draining=False, self_draining=False
+    )
 
 
 def node_self_drain(*, name: str) -> Node:
@@ -241,12 +247,13 @@ def node_self_drain(*, name: str) -> Node:
         if node.draining:
             return node
         node.draining = node.self_draining = True
+        events.node_event(node, "shutting_down", actor=name)
         return _save(node, "draining", "self_draining")
 
 
 def node_drain(*, name: str, actor: Any) -> Node:
     """No new work; the node shows draining until its tasks end, then stays cordoned."""
-    node = _set_intent(name, draining=True)
+    node = _set_intent(name, "drain", actor, draining=True)
     from hivemind_web.hub.services.tasks import _runtime
 
     transaction.on_commit(lambda: _runtime().send_drain(name))
@@ -271,6 +278,7 @@ def node_update(
     if capacity is not None:
         node.capacity = capacity
         fields.append("capacity")
+    events.node_event(node, "edited", actor=actor, labels=labels, capacity=capacity)
     return _save(node, *fields)
 
 
@@ -288,6 +296,7 @@ def node_create(
     node = Node.objects.create(
         name=name, labels=dict(labels or {}), capacity=capacity, token_hash=hash_token(token)
     )
+    events.node_event(node, "created")
     events.publish_node(node)
     return node, token
 
