@@ -137,6 +137,11 @@ def test_an_admin_cordons_uncordons_and_drains(alice: Client, node: Node) -> Non
     alice.post("/nodes/gpu-1/drain/", HTTP_ACCEPT="application/json")
     # Nothing runs there, so the drain settles at once: drained means cordoned.
     assert Node.objects.get().cordoned
+    # The node page shows who did what.
+    html = alice.get("/nodes/gpu-1/").content.decode()
+    for kind in ("cordoned", "uncordoned", "drain"):
+        assert f'data-kind="{kind}"' in html
+    assert "by alice" in html
 
 
 def test_a_viewer_sees_a_node_without_its_buttons(bob: Client, node: Node) -> None:

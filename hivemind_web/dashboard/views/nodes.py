@@ -16,6 +16,8 @@ from hivemind_web.hub.models import Node
 from hivemind_web.hub.services import nodes as node_services
 from hivemind_web.hub.services.errors import NotFound
 
+NODE_EVENTS_SHOWN = 20
+
 
 def _node_context(name: str) -> dict[str, Any]:
     node = selectors.get_node(name)
@@ -25,6 +27,8 @@ def _node_context(name: str) -> dict[str, Any]:
         "node": node,
         "tasks": hub_selectors.tasks_on_node(name),
         "recent": selectors.recent_tasks_on_node(name),
+        # The latest of the node's audit trail, oldest first.
+        "events": list(reversed(node.events.order_by("-time", "-id")[:NODE_EVENTS_SHOWN])),
     }
 
 
