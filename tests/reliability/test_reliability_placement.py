@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import get_task, nodes_of_team, submit, tasks_on_node, wait_task
+from helpers import events, get_task, nodes_of_team, submit, tasks_on_node, wait_task
 from support.live import LiveHub, NodeProcess, wait_for
 
 pytestmark = pytest.mark.slow
@@ -196,6 +196,9 @@ def test_no_policy_takes_the_least_loaded_node(fleet: Any) -> None:
     assert sorted(busy_nodes) == ["alpha", "beta"]
     free = submit(hub, token, agent_id="echo", input="x", strategy="golem")
     assert wait_task(hub, token, free["session_id"], "succeeded")["node"] == "gamma"
+    # The scheduler's explanation of the placement is on the audit trail.
+    scheduled = [d for k, _, d in events(hub, token, free["session_id"]) if k == "scheduled"]
+    assert "feasible nodes" in scheduled[0]["placement"]
     run_all(hub, token, busy)
 
 

@@ -59,7 +59,10 @@ def _task_or_404(session_id: Any) -> Task:
 
 
 def _task_context(task: Task) -> dict[str, Any]:
-    return {"task": task, "events": selectors.task_events(task)}
+    events = list(selectors.task_events(task))
+    # The scheduler's own word on the latest placement ("why this node").
+    placed = [e.data.get("placement") for e in events if e.kind == "scheduled"]
+    return {"task": task, "events": events, "placement": placed[-1] if placed else ""}
 
 
 @viewer_required

@@ -118,7 +118,11 @@ class HubScheduler:
             self.cluster.release(request.session_id)
             node = placement.node
             bound = await self.runtime.writer.run(
-                task_bind, session_id=request.session_id, attempt=attempt, node_name=node
+                task_bind,
+                session_id=request.session_id,
+                attempt=attempt,
+                node_name=node,
+                reason=placement.reason,
             )
             if bound:
                 return placement

@@ -127,7 +127,7 @@ def task_record_fallback(*, session_id: str, attempt: int, reason: str) -> bool:
 
 
 @transaction.atomic
-def task_bind(*, session_id: str, attempt: int, node_name: str) -> bool:
+def task_bind(*, session_id: str, attempt: int, node_name: str, reason: str = "") -> bool:
     """The optimistic bind (DESIGN §3): take a slot on the node only if one is free."""
     now = timezone.now()
     taken = Node.objects.filter(
@@ -142,7 +142,7 @@ def task_bind(*, session_id: str, attempt: int, node_name: str) -> bool:
     if task is None:
         transaction.set_rollback(True)
         return False
-    events.task_event(task, "scheduled", node=node_name, attempt=attempt)
+    events.task_event(task, "scheduled", node=node_name, attempt=attempt, placement=reason)
     events.publish_node(node)
     return True
 
