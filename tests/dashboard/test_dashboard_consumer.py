@@ -174,9 +174,12 @@ async def test_bad_messages_get_an_error_and_the_socket_stays_open(layer: Any) -
 
 async def test_a_huge_burst_is_answered_with_a_snapshot(layer: Any, monkeypatch: Any) -> None:
     monkeypatch.setattr(frames, "MAX_FRAME_TASKS", 3)
+    # Long ticks, so the whole burst lands in one interval however slowly it is sent.
+    monkeypatch.setattr(frames, "next_tick", lambda now: 0.5)
     await fleet()
     communicator = await connect(await viewer())
     await communicator.receive_json_from(WAIT)
+    await asyncio.sleep(0.2)  # let a tick scheduled before the patch took effect pass
     for i in range(5):
         sid = f"00000000-0000-0000-0000-00000000000{i}"
         await layer.group_send(BOARD_GROUP, event("task", session_id=sid, status="pending"))
