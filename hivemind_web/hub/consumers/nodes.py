@@ -272,7 +272,17 @@ class NodeConsumer(AsyncWebsocketConsumer):
         # Acknowledge once the result is durable, so the node may drop it from its outbox;
         # a refused report was answered with an error above and changed nothing.
         if written is not None:
-            await written
+            try:
+                await written
+            except Exception:
+                # Not recorded (the database refused it): no ack, so the node keeps the
+                # result, and closing the socket makes it reconnect and send it again.
+                log.exception(
+                    "node %s: could not record the result of %s", self.node_name, session_id
+                )
+                await self.reject("not_recorded", f"the result of {session_id} was not recorded")
+                await self.close(code=1011)
+                return
         await self.send_frame("ack", session_id=session_id, attempt=attempt)
 
     async def on_draining(self) -> None:
