@@ -148,36 +148,38 @@ class Task(models.Model):
         return self.status in TERMINAL
 
 
-class TaskEvent(models.Model):
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+class AuditEvent(models.Model):
+    """One entry of an audit trail: what happened, who did it (a user, a node, "system")."""
+
     kind = models.CharField(max_length=32)
     data = models.JSONField(default=dict, blank=True)
     actor = models.CharField(max_length=150, blank=True)
     time = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        abstract = True
         ordering = ["time", "id"]
-        indexes = [models.Index(fields=["task", "time"])]
 
     def __str__(self) -> str:
         return f"{self.kind} by {self.actor or 'system'}"
 
 
-class NodeEvent(models.Model):
+class TaskEvent(AuditEvent):
+    """A task's audit trail and timeline."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+
+    class Meta(AuditEvent.Meta):
+        indexes = [models.Index(fields=["task", "time"])]
+
+
+class NodeEvent(AuditEvent):
     """A node's audit trail: who cordoned, drained or edited it, when it came and went."""
 
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="events")
-    kind = models.CharField(max_length=32)
-    data = models.JSONField(default=dict, blank=True)
-    actor = models.CharField(max_length=150, blank=True)
-    time = models.DateTimeField(auto_now_add=True)
 
-    class Meta:
-        ordering = ["time", "id"]
+    class Meta(AuditEvent.Meta):
         indexes = [models.Index(fields=["node", "time"])]
-
-    def __str__(self) -> str:
-        return f"{self.kind} by {self.actor or 'system'}"
 
 
 class HubSetting(models.Model):
