@@ -56,3 +56,13 @@ def nodes_of_team(hub: LiveHub, token: str, team: str) -> set[str]:
 def node_status(hub: LiveHub, token: str, name: str) -> str:
     _, body = hub.api("GET", f"/api/v1/nodes/{name}/", token=token)
     return body["status"]
+
+
+def create_team(hub: LiveHub, token: str, name: str, on_failure: str, max_retries: int = 1) -> None:
+    status, body = hub.api(
+        "POST",
+        "/api/v1/teams/",
+        token=token,
+        body={"name": name, "on_failure": on_failure, "max_retries": max_retries},
+    )
+    assert status == 201, body

@@ -8,20 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import events, get_task, node_status, submit, wait_task
+from helpers import create_team, events, get_task, node_status, submit, wait_task
 from support.live import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def team(hub: Any, token: str, name: str, on_failure: str, max_retries: int = 1) -> None:
-    status, body = hub.api(
-        "POST",
-        "/api/v1/teams/",
-        token=token,
-        body={"name": name, "on_failure": on_failure, "max_retries": max_retries},
-    )
-    assert status == 201, body
 
 
 @pytest.mark.parametrize("policy", ["retry", "fail"])
@@ -32,7 +22,7 @@ def test_a_killed_node_is_not_ready_and_its_task_follows_the_team_policy(
     token = hub.create_user("alice", "admin")
     first = node_factory(hub, "first", labels="zone=a", capacity=2)
     first.wait_ready(token)
-    team(hub, token, f"t-{policy}", policy)
+    create_team(hub, token, f"t-{policy}", policy)
     task = submit(hub, token, agent_id="sleep", input="2", strategy="golem", team=f"t-{policy}")
     assert wait_task(hub, token, task["session_id"], "running")["node"] == "first"
     # Only now does a second node join, so the task can only be retried there.
@@ -63,7 +53,7 @@ def test_a_retry_never_goes_back_to_the_node_that_lost_the_task(
     token = hub.create_user("alice", "admin")
     only = node_factory(hub, "only", capacity=2)
     only.wait_ready(token)
-    team(hub, token, "again", "retry")
+    create_team(hub, token, "again", "retry")
     task = submit(hub, token, agent_id="sleep", input="3", strategy="golem", team="again")
     wait_task(hub, token, task["session_id"], "running")
     only.kill()
@@ -115,7 +105,7 @@ def test_results_finished_while_the_hub_was_down_are_recorded_once(
 def test_a_hub_restart_fails_its_own_interrupted_local_runs(hub_factory: Any) -> None:
     hub = hub_factory()
     token = hub.create_user("alice", "admin")
-    team(hub, token, "strict", "fail")
+    create_team(hub, token, "strict", "fail")
     task = submit(hub, token, agent_id="sleep", input="30", strategy="local", team="strict")
     wait_task(hub, token, task["session_id"], "running")
     hub.kill()

@@ -7,17 +7,10 @@ import time
 from typing import Any
 
 import pytest
-from helpers import events, get_task, node_status, submit, wait_task
+from helpers import create_team, events, get_task, node_status, submit, wait_task
 from support.live import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def make_team(hub: Any, token: str, name: str, on_failure: str) -> None:
-    status, body = hub.api(
-        "POST", "/api/v1/teams/", token=token, body={"name": name, "on_failure": on_failure}
-    )
-    assert status == 201, body
 
 
 def test_a_hub_outage_longer_than_the_lost_window_fails_nothing_on_live_nodes(
@@ -39,7 +32,7 @@ def test_a_hub_outage_longer_than_the_lost_window_fails_nothing_on_live_nodes(
 def test_runs_waiting_in_the_local_queue_survive_a_hub_crash(hub_factory: Any) -> None:
     hub = hub_factory(extra_env={"HIVEMIND_LOCAL_CONCURRENCY": "1"})
     token = hub.create_user("alice", "admin")
-    make_team(hub, token, "patient", "retry")
+    create_team(hub, token, "patient", "retry")
     running = submit(hub, token, agent_id="sleep", input="3", strategy="local", team="patient")
     wait_task(hub, token, running["session_id"], "running")
     queued = submit(hub, token, agent_id="echo", input="still here", strategy="local")
@@ -65,7 +58,7 @@ def test_a_stalled_node_loses_its_task_and_is_told_to_drop_it(
 ) -> None:
     hub = hub_factory()
     token = hub.create_user("alice", "admin")
-    make_team(hub, token, "movers", "retry")
+    create_team(hub, token, "movers", "retry")
     frozen = node_factory(hub, "frozen", capacity=1)
     frozen.wait_ready(token)
     task = submit(hub, token, agent_id="sleep", input="6", strategy="golem", team="movers")
