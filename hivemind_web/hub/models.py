@@ -182,6 +182,18 @@ class NodeEvent(AuditEvent):
         indexes = [models.Index(fields=["node", "time"])]
 
 
+class HubInstance(models.Model):
+    """A live hub process, holding a lease it renews; its local runs are its own. When the
+    lease runs out (the process died), another hub fails them and frees its claims."""
+
+    name = models.CharField(max_length=128, unique=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class HubSetting(models.Model):
     """Hub-wide switches; one row (pk=1)."""
 

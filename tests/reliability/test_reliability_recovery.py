@@ -100,3 +100,18 @@ def test_a_node_restarted_with_sigterm_comes_back_ready(
     node_factory(hub, "rolling", capacity=1).wait_ready(token)
     task = submit(hub, token, agent_id="echo", input="x", strategy="golem")
     assert wait_task(hub, token, task["session_id"], "succeeded")["node"] == "rolling"
+
+
+def test_another_hub_releases_a_dead_hubs_local_runs_when_its_lease_runs_out(
+    hub_factory: Any,
+) -> None:
+    # Two hub processes on one database, each with its own default (unique) instance name.
+    first = hub_factory("shared", instance="")
+    second = hub_factory("shared", instance="")
+    token = first.create_user("alice", "admin")
+    create_team(first, token, "solo", "fail")
+    task = submit(first, token, agent_id="sleep", input="120", strategy="local", team="solo")
+    wait_task(first, token, task["session_id"], "running")
+    first.kill()
+    done = wait_task(second, token, task["session_id"], "failed", timeout=45)
+    assert done["error"].startswith("hub lost")

@@ -16,7 +16,7 @@ from channels.db import database_sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
-from hivemind_web.hub.models import Task
+from hivemind_web.hub.models import HubInstance, Task
 from hivemind_web.hub.services import nodes as node_services
 from hivemind_web.hub.services.orchestrator import task_handle_failure
 from hivemind_web.hub.services.tasks import task_unbind
@@ -29,29 +29,61 @@ TICK = 1.0
 # Load history for the plots: one sample per node every few ticks is plenty.
 SAMPLE_EVERY = 5
 HUB_RESTARTED = "hub restarted"
+HUB_LOST = "hub lost (its process stopped renewing its lease)"
+# A hub process renews its lease every few ticks; one silent for LEASE_SECONDS is dead.
+LEASE_EVERY = 5
+LEASE_SECONDS = 20.0
 ASSIGN_LOST = "assignment lost (hub restarted before the node accepted)"
 
 
-def recover_after_restart(instance: str) -> list[tuple[str, int]]:
-    """Fail the local attempts this instance left running; return the attempts to (re)start.
-
-    Pending attempts this instance had claimed (routed, waiting in its local queue or being
-    placed) lost their router with it: their claim is released so they are routed again.
-    Attempts claimed by other, living hub processes are theirs to finish.
-    """
+def _release_instance(instance: str, error: str) -> None:
+    """What a dead hub process held: its local runs fail with ``error`` (then the team
+    policy applies), and the pending attempts it had claimed are free to be routed again."""
     stuck = Task.objects.select_related("team", "node").filter(
         owner=instance, route=Task.Route.LOCAL, status="running"
     )
     for task in stuck:
         with transaction.atomic():
-            task_handle_failure(task=task, error=HUB_RESTARTED, actor="system")
+            task_handle_failure(task=task, error=error, actor="system")
     Task.objects.filter(status="pending", owner=instance).exclude(route_reason="").update(
         route_reason=""
     )
+
+
+def _unclaimed_pending() -> list[tuple[str, int]]:
     pending = Task.objects.filter(status="pending", route_reason="").values_list(
         "session_id", "attempts"
     )
     return [(str(sid), attempt) for sid, attempt in pending]
+
+
+def recover_after_restart(instance: str) -> list[tuple[str, int]]:
+    """Release what this instance's previous run left behind (a stable HIVEMIND_INSTANCE
+    name lets a restart do so at once); return the attempts to (re)start.
+
+    Attempts claimed by other, living hub processes are theirs to finish.
+    """
+    _release_instance(instance, HUB_RESTARTED)
+    renew_lease(instance)
+    return _unclaimed_pending()
+
+
+def renew_lease(instance: str) -> None:
+    HubInstance.objects.update_or_create(name=instance, defaults={"last_seen": timezone.now()})
+
+
+def reap_expired_instances(expired_before: object, *, alive: str) -> list[tuple[str, int]]:
+    """Release what hub processes whose lease ran out held; return attempts to (re)start.
+    ``alive`` is the caller: a late renewal of its own never makes it reap itself."""
+    dead = list(
+        HubInstance.objects.filter(last_seen__lt=expired_before)
+        .exclude(name=alive)
+        .values_list("name", flat=True)
+    )
+    for name in dead:
+        _release_instance(name, HUB_LOST)
+        HubInstance.objects.filter(name=name, last_seen__lt=expired_before).delete()
+    return _unclaimed_pending() if dead else []
 
 
 def _stuck_assignments(older_than: object) -> list[tuple[str, int, str | None]]:
@@ -105,6 +137,12 @@ class Reaper:
             ):
                 if node:
                     await rt.send_cancel(node, sid)
+                rt.spawn(rt.run_task(sid, attempt))
+        if self._ticks % LEASE_EVERY == 0:
+            await rt.writer.run(renew_lease, rt.instance)
+            expired = now - timedelta(seconds=LEASE_SECONDS)
+            reaped = await rt.writer.run(reap_expired_instances, expired, alive=rt.instance)
+            for sid, attempt in reaped:
                 rt.spawn(rt.run_task(sid, attempt))
         if self._ticks % 60 == 0:
             await rt.join_control_group()

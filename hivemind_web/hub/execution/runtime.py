@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import logging
 import os
+import secrets
 import socket
 import time
 from typing import Any
@@ -46,7 +47,12 @@ log = logging.getLogger(__name__)
 _CURRENT: contextvars.ContextVar[tuple[str, int]] = contextvars.ContextVar("hivemind_attempt")
 
 # Names this process in Task.owner: a restart fails the local attempts it left behind.
-INSTANCE = os.environ.get("HIVEMIND_INSTANCE") or socket.gethostname()
+# Unique per process unless HIVEMIND_INSTANCE gives a stable name (then a restart releases
+# what the previous run left at once, instead of when its lease runs out).
+INSTANCE = (
+    os.environ.get("HIVEMIND_INSTANCE")
+    or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+)
 # Every hub process's runtime listens here (cancels of local runs).
 RUNTIME_GROUP = "hub.runtime"
 FALLBACK_MODE_REASON = "fallback mode is on: every task runs locally"
@@ -138,6 +144,7 @@ class Runtime:
         self.router.register_executor(ExecutionStrategy.GOLEM, self.golem)
         self._background: set[asyncio.Task[Any]] = set()
         self.control_channel: str | None = None
+        self.instance = INSTANCE
         self.started = False
         self.started_at = 0.0
 
