@@ -181,7 +181,7 @@ class Runtime:
 
         while True:
             try:
-                pending = await database_sync_to_async(recover_after_restart)(INSTANCE)
+                pending = await database_sync_to_async(recover_after_restart)(self.instance)
                 break
             except Exception:
                 log.exception("recovery after restart failed; retrying in 2 s")
