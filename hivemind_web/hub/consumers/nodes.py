@@ -23,7 +23,7 @@ from hivemind_web.hub.execution.runtime import ensure_started
 from hivemind_web.hub.models import Task
 from hivemind_web.hub.services import nodes as node_services
 from hivemind_web.hub.services import tasks as task_services
-from hivemind_web.hub.services.orchestrator import task_handle_failure
+from hivemind_web.hub.services.orchestrator import tasks_fail_each
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +71,10 @@ def _reconcile(node_name: str, reported: set[str]) -> tuple[list[str], list[str]
 
 
 def _fail_missing(node_name: str, session_ids: list[str], since: Any) -> None:
-    from django.db import transaction
-
-    tasks = Task.objects.select_related("team", "node").filter(
+    tasks = Task.objects.filter(
         session_id__in=session_ids, node__name=node_name, status="running", updated_at__lt=since
     )
-    for task in tasks:
-        with transaction.atomic():
-            task_handle_failure(task=task, error=NOT_RUNNING_AFTER_RECONNECT, actor=node_name)
+    tasks_fail_each(tasks, error=NOT_RUNNING_AFTER_RECONNECT, actor=node_name)
 
 
 class NodeConsumer(AsyncWebsocketConsumer):

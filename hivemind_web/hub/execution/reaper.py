@@ -13,12 +13,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from channels.db import database_sync_to_async
-from django.db import transaction
 from django.utils import timezone
 
 from hivemind_web.hub.models import HubInstance, Task
 from hivemind_web.hub.services import nodes as node_services
-from hivemind_web.hub.services.orchestrator import task_handle_failure
+from hivemind_web.hub.services.orchestrator import tasks_fail_each
 from hivemind_web.hub.services.tasks import task_unbind
 
 if TYPE_CHECKING:
@@ -39,12 +38,8 @@ ASSIGN_LOST = "assignment lost (hub restarted before the node accepted)"
 def _release_instance(instance: str, error: str) -> None:
     """What a dead hub process held: its local runs fail with ``error`` (then the team
     policy applies), and the pending attempts it had claimed are free to be routed again."""
-    stuck = Task.objects.select_related("team", "node").filter(
-        owner=instance, route=Task.Route.LOCAL, status="running"
-    )
-    for task in stuck:
-        with transaction.atomic():
-            task_handle_failure(task=task, error=error, actor="system")
+    stuck = Task.objects.filter(owner=instance, route=Task.Route.LOCAL, status="running")
+    tasks_fail_each(stuck, error=error, actor="system")
     Task.objects.filter(status="pending", owner=instance).exclude(route_reason="").update(
         route_reason=""
     )

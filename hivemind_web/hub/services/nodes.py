@@ -196,18 +196,11 @@ def node_mark_stale(*, silent_since: datetime) -> list[str]:
 
 def node_fail_lost_tasks(*, lost_since: datetime) -> list[str]:
     """Fail the tasks of nodes silent since ``lost_since`` ("node lost"); the team decides next."""
-    from hivemind_web.hub.services.orchestrator import task_handle_failure
+    from hivemind_web.hub.services.orchestrator import tasks_fail_each
 
-    failed = []
     lost_nodes = Node.objects.filter(healthy=False, last_heartbeat__lt=lost_since)
-    tasks = Task.objects.select_related("team", "node").filter(
-        node__in=lost_nodes, status__in=["scheduled", "running"]
-    )
-    for task in tasks:
-        with transaction.atomic():
-            if task_handle_failure(task=task, error=NODE_LOST, actor="system") is not None:
-                failed.append(str(task.session_id))
-    return failed
+    tasks = Task.objects.filter(node__in=lost_nodes, status__in=["scheduled", "running"])
+    return tasks_fail_each(tasks, error=NODE_LOST, actor="system")
 
 
 def node_settle_drain(node: Node) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import F
+from django.db import transaction
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from hivemind_web.hub.models import Task, Team
@@ -102,3 +103,14 @@ def task_handle_failure(*, task: Task, error: str, actor: Any = None) -> Task | 
         _stop_after_commit(task)
     _start_after_commit(moved)
     return moved
+
+
+def tasks_fail_each(tasks: QuerySet[Task], *, error: str, actor: Any) -> list[str]:
+    """Fail each task's current attempt (one transaction each, so one conflict costs one
+    task); returns the session ids whose attempt this ended."""
+    failed = []
+    for task in tasks.select_related("team", "node"):
+        with transaction.atomic():
+            if task_handle_failure(task=task, error=error, actor=actor) is not None:
+                failed.append(str(task.session_id))
+    return failed
