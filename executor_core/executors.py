@@ -278,7 +278,12 @@ def build_schedule_request(
         agent_id=request.agent_id,
         team_id=request.team_id,
         node_selector=dict(request.node_selector),
-        hints=ScheduleHints(affinity=request.affinity_policy, team_nodes=team_nodes),
+        hints=ScheduleHints(
+            affinity=request.affinity_policy,
+            team_nodes=team_nodes,
+            excluded_nodes=request.excluded_nodes,
+        ),
+        attempt=request.attempt,
     )
 
 
@@ -371,7 +376,9 @@ class GolemExecutor:
         """Scheduling-phase failure: run locally from scratch (nothing ran remotely)."""
         self._observer.on_fallback(request, reason)
         await self._forget(request.session_id)
-        result = await self.local_fallback.execute(request)
+        result = await self.local_fallback.execute(
+            dataclasses.replace(request, fallback_reason=reason)
+        )
         return dataclasses.replace(result, fallback_reason=reason)
 
     async def _forget(self, session_id: str) -> None:

@@ -53,6 +53,11 @@ class NodeTaskIndex:
                 del self._team_nodes[team]
         return node
 
+    def sessions(self) -> list[str]:
+        """Every session in the index."""
+        with self._lock:
+            return list(self._placement)
+
     def get_tasks_on_node(self, node_id: str) -> list[str]:
         with self._lock:
             return sorted(self._tasks_by_node.get(node_id, ()))

@@ -118,14 +118,26 @@ class ExecuteRequest:
     team_id: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
     affinity_policy: NodeAffinityPolicy = NodeAffinityPolicy.NONE
+    # Which run of the session this is (1 first; a retry or a forced fallback is a new one):
+    # passed explicitly, so reports from an earlier attempt are told apart.
+    attempt: int = 1
+    # Nodes this run must not go to (a retry never returns to the node that lost it).
+    excluded_nodes: frozenset[str] = frozenset()
+    # Set when a scheduling-phase failure sends the run to the local executor: why.
+    fallback_reason: str = ""
 
     def __post_init__(self) -> None:
+        if isinstance(self.attempt, bool) or not isinstance(self.attempt, int) or self.attempt < 1:
+            raise RequestValidationError("attempt", "must be an integer >= 1")
+        object.__setattr__(self, "excluded_nodes", frozenset(self.excluded_nodes))
         if not isinstance(self.agent_id, str) or not self.agent_id.strip():
             raise RequestValidationError("agent_id", "must be a non-empty string")
         if not isinstance(self.session_id, str) or not self.session_id:
             raise RequestValidationError("session_id", "must be a non-empty string")
         if not isinstance(self.input, str):
             raise RequestValidationError("input", "must be a string")
+        if self.strategy in ("", None):  # as the Go router: an empty strategy means local
+            object.__setattr__(self, "strategy", ExecutionStrategy.LOCAL)
         if not ExecutionStrategy.is_valid(self.strategy):
             choices = ", ".join(s.value for s in ExecutionStrategy)
             raise RequestValidationError(

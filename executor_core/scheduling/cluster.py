@@ -288,6 +288,16 @@ class ClusterState:
             self._unassume(session_id)
             return True
 
+    def forget(self, session_id: str) -> bool:
+        """Forget the session's placement without giving its slot back: the caller's next
+        ``upsert_node`` already counts it as ended (it ended under another process)."""
+        with self._lock:
+            assumed = self._assumed.pop(session_id, None)
+            if assumed is None:
+                return False
+            self._forget_team_member(assumed[3], assumed[0])
+            return True
+
     def placement_of(self, session_id: str) -> Placement | None:
         with self._lock:
             assumed = self._assumed.get(session_id)

@@ -71,6 +71,7 @@ class ScheduleRequest:
     team_id: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
     hints: ScheduleHints = field(default_factory=ScheduleHints)
+    attempt: int = 1
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from hivemind_web.dashboard.selectors import board_snapshot, parse_request
 from hivemind_web.dashboard.summary import SUMMARY
 from hivemind_web.hub.api.permissions import VIEW
 from hivemind_web.hub.broadcast import BOARD_GROUP, task_group
+from hivemind_web.hub.consumers.direct import DirectDispatch
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def _query(scope: dict[str, Any]) -> dict[str, list[str]]:
     return parse_qs(scope.get("query_string", b"").decode("latin-1"))
 
 
-class BoardConsumer(AsyncJsonWebsocketConsumer):
+class BoardConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         if not await _can_view(self.scope.get("user")):
             await self.close(code=CLOSE_FORBIDDEN)
@@ -98,8 +99,11 @@ class BoardConsumer(AsyncJsonWebsocketConsumer):
 
     # Channel-layer handlers, named after the message types broadcast.py sends.
 
-    async def board_event(self, event: dict[str, Any]) -> None:
-        if self.buffer.add(event.get("kind", ""), event.get("data") or {}):
+    async def board_events(self, message: dict[str, Any]) -> None:
+        added = False
+        for event in message.get("events") or ():
+            added = self.buffer.add(event.get("kind", ""), event.get("data") or {}) or added
+        if added:
             self._schedule_flush()
 
     async def task_log(self, event: dict[str, Any]) -> None:

@@ -1,12 +1,18 @@
 """Publishing hub changes to the channel-layer group ``board`` (the dashboard consumes it).
 
 Messages are sent after the transaction commits, so a listener that re-reads the database
-always sees the change it was told about.
+always sees the change it was told about. They are not sent one by one: a busy hub makes
+hundreds of changes a second, and every group message costs a delivery per board client
+(DESIGN §9). The outbox keeps the latest state per task and node and sends it as one
+``board.events`` message every PUBLISH_INTERVAL; other messages (log lines for a task page)
+ride along in the same flush.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -15,6 +21,9 @@ from django.db import transaction
 from hivemind_web.hub.execution import loop as hub_loop
 
 BOARD_GROUP = "board"
+PUBLISH_INTERVAL = 0.05
+# Events per group message: a backlog goes out in several moderate messages.
+MAX_EVENTS_PER_MESSAGE = 500
 log = logging.getLogger(__name__)
 
 
@@ -28,20 +37,68 @@ def task_group(session_id: str) -> str:
     return f"task.{session_id}"
 
 
-def publish(kind: str, data: dict[str, Any]) -> None:
-    """Tell the board about a change of ``kind`` (task, node, fallback_mode) after commit."""
-    send_after_commit(BOARD_GROUP, {"type": "board.event", "kind": kind, "data": data})
+class Outbox:
+    """Changes waiting to be published; thread-safe (writers run on several threads)."""
+
+    def __init__(self, interval: float = PUBLISH_INTERVAL) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._events: dict[tuple[str, str], dict[str, Any]] = {}
+        self._messages: list[tuple[str, dict[str, Any]]] = []
+        self._scheduled = False
+
+    def add_event(self, kind: str, key: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            # Re-insert: events go out in the order they last changed.
+            self._events.pop((kind, key), None)
+            self._events[(kind, key)] = {"kind": kind, "data": data}
+            self._schedule_locked()
+
+    def add_message(self, group: str, message: dict[str, Any]) -> None:
+        with self._lock:
+            self._messages.append((group, message))
+            self._schedule_locked()
+
+    def _schedule_locked(self) -> None:
+        if self._scheduled:
+            return
+        self._scheduled = True
+        hub_loop.submit(self._flush_later())
+
+    def take(self) -> tuple[list[dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
+        with self._lock:
+            events, self._events = list(self._events.values()), {}
+            messages, self._messages = self._messages, []
+            self._scheduled = False
+        return events, messages
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.interval)
+        await self.flush()
+
+    async def flush(self) -> None:
+        events, messages = self.take()
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        for start in range(0, len(events), MAX_EVENTS_PER_MESSAGE):
+            chunk = events[start : start + MAX_EVENTS_PER_MESSAGE]
+            await _group_send(layer, BOARD_GROUP, {"type": "board.events", "events": chunk})
+        for group, message in messages:
+            await _group_send(layer, group, message)
+
+
+OUTBOX = Outbox()
+
+
+def publish(kind: str, data: dict[str, Any], key: str = "") -> None:
+    """Tell the board about a change of ``kind`` (task, node, fallback_mode) after commit;
+    of several changes to one ``key`` before the next flush, the latest wins."""
+    transaction.on_commit(lambda: OUTBOX.add_event(kind, key, data))
 
 
 def send_after_commit(group: str, message: dict[str, Any]) -> None:
-    transaction.on_commit(lambda: send_now(group, message))
-
-
-def send_now(group: str, message: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    hub_loop.submit(_group_send(layer, group, message))
+    transaction.on_commit(lambda: OUTBOX.add_message(group, message))
 
 
 async def _group_send(layer: Any, group: str, message: dict[str, Any]) -> None:

@@ -217,3 +217,44 @@ class NodeLoadSample(models.Model):
     class Meta:
         ordering = ["time"]
         indexes = [models.Index(fields=["node", "time"])]
+
+
+class TaskAttempt(models.Model):
+    """One attempt of a task: where it went and why, when it ran, how it ended (DESIGN §10).
+
+    Written by the same services, in the same transactions, as the task's transitions.
+    """
+
+    class Status(models.TextChoices):
+        ROUTING = "routing"
+        SCHEDULED = "scheduled"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        SUPERSEDED = "superseded"
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="attempt_rows")
+    number = models.PositiveIntegerField()
+    route = models.CharField(max_length=8, blank=True)
+    # Empty for a local attempt; a name, not a key: the record outlives the node.
+    node = models.CharField(max_length=63, blank=True)
+    reason = models.TextField(blank=True)
+    fallback_reason = models.TextField(blank=True)
+    # The scheduler's explanation of the placement (score, why this node).
+    placement = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.ROUTING)
+    error = models.TextField(blank=True)
+    owner = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["task", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "number"], name="unique_task_attempt")
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.task_id}"

@@ -53,7 +53,8 @@ async def viewer() -> Any:
 
 
 def event(kind: str, **data: Any) -> dict[str, Any]:
-    return {"type": "board.event", "kind": kind, "data": data}
+    """One change as the hub's outbox publishes it (a board.events message of one)."""
+    return {"type": "board.events", "events": [{"kind": kind, "data": data}]}
 
 
 def log_lines(sid: str, *lines: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from hivemind_web.hub.models import Node, NodeEvent, Task, TaskEvent, Team
+from hivemind_web.hub.snapshots import NODE_FIELDS, TASK_FIELDS
 
 
 class TaskSerializer(serializers.ModelSerializer):
@@ -14,29 +15,7 @@ class TaskSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Task
-        fields = [
-            "session_id",
-            "agent_id",
-            "input",
-            "status",
-            "strategy",
-            "route",
-            "route_reason",
-            "node",
-            "team",
-            "node_selector",
-            "affinity",
-            "progress",
-            "message",
-            "output",
-            "error",
-            "fallback_reason",
-            "attempts",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "updated_at",
-        ]
+        fields = list(TASK_FIELDS)
         read_only_fields = fields
 
 
@@ -78,21 +57,7 @@ class NodeEventSerializer(serializers.ModelSerializer):
 class NodeSerializer(serializers.ModelSerializer):
     class Meta:
         model = Node
-        fields = [
-            "name",
-            "status",
-            "labels",
-            "capacity",
-            "running",
-            "last_heartbeat",
-            "cpu",
-            "mem",
-            "agents",
-            "version",
-            "cordoned",
-            "draining",
-            "updated_at",
-        ]
+        fields = list(NODE_FIELDS)
         read_only_fields = fields
 
 

@@ -13,12 +13,12 @@ import logging
 import time
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils import timezone
 
 from executor_core.node import protocol
 from hivemind_web.hub.broadcast import node_group
+from hivemind_web.hub.consumers.direct import DirectDispatch
 from hivemind_web.hub.execution.runtime import ensure_started
 from hivemind_web.hub.models import Task
 from hivemind_web.hub.services import nodes as node_services
@@ -77,7 +77,7 @@ def _fail_missing(node_name: str, session_ids: list[str], since: Any) -> None:
     tasks_fail_each(tasks, error=NOT_RUNNING_AFTER_RECONNECT, actor=node_name)
 
 
-class NodeConsumer(AsyncWebsocketConsumer):
+class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
     node_name: str | None = None
     hello_done = False
 
@@ -86,15 +86,17 @@ class NodeConsumer(AsyncWebsocketConsumer):
         self.assigned: set[str] = set()  # tasks known to be bound to this node
         # Tasks this node was told to drop: their last reports are expected, and ignored.
         self.released: set[str] = set()
+        # Where to tell that the node accepted: the control channel of the assigning hub.
+        self.reply_to: dict[str, str | None] = {}
         self.group_joined_at = 0.0
 
     async def connect(self) -> None:
-        node = await database_sync_to_async(node_services.node_authenticate)(_bearer(self.scope))
+        self.runtime = await ensure_started()
+        node = await self.runtime.write(node_services.node_authenticate, _bearer(self.scope))
         if node is None:
             await self.close()  # before accept: the handshake is refused with 403
             return
         self.node_name = node.name
-        self.runtime = await ensure_started()
         await self.accept()
         await self.channel_layer.group_add(node_group(node.name), self.channel_name)
         self.group_joined_at = time.monotonic()
@@ -102,7 +104,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.node_name:
             await self.channel_layer.group_discard(node_group(self.node_name), self.channel_name)
-            await database_sync_to_async(node_services.node_disconnected)(name=self.node_name)
+            await self.runtime.write(node_services.node_disconnected, name=self.node_name)
 
     async def send_frame(self, type_: str, **fields: Any) -> None:
         await self.send(text_data=protocol.encode(type_, **fields))
@@ -150,7 +152,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
             await self.reject("bad_hello", "; ".join(f"{k}: {v}" for k, v in errors.items()))
             return
         hello_at = timezone.now()
-        await self.runtime.writer.run(
+        await self.runtime.write(
             node_services.node_connected,
             name=name,
             version=version,
@@ -163,7 +165,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
             "welcome", node=name, heartbeat_interval=self.runtime.cfg["HEARTBEAT_INTERVAL"]
         )
         reported = {str(item["session_id"]): item["attempt"] for item in running}
-        to_cancel, missing = await database_sync_to_async(_reconcile)(name, set(reported))
+        to_cancel, missing = await self.runtime.write(_reconcile, name, set(reported))
         self.assigned |= set(reported) - set(to_cancel)
         for sid in to_cancel:
             await self.send_frame("task.cancel", session_id=sid)
@@ -177,7 +179,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
 
     async def _fail_missing_later(self, missing: list[str], hello_at: Any) -> None:
         await asyncio.sleep(RECONCILE_DELAY)
-        await self.runtime.writer.run(_fail_missing, self.node_name, missing, hello_at)
+        await self.runtime.write(_fail_missing, self.node_name, missing, hello_at)
 
     def on_heartbeat(self, running: int, cpu: float, mem: float, peak: int = 0) -> None:
         # Channel-layer groups forget their members after a day: renew ours now and then.
@@ -186,19 +188,16 @@ class NodeConsumer(AsyncWebsocketConsumer):
             self.runtime.spawn(
                 self.channel_layer.group_add(node_group(self.node_name), self.channel_name)
             )
-        self.runtime.heartbeats[self.node_name] = {
-            "time": timezone.now(),
-            "running": running,
-            "cpu": cpu,
-            "mem": mem,
-        }
+        self.runtime.note_heartbeat(
+            self.node_name, {"time": timezone.now(), "running": running, "cpu": cpu, "mem": mem}
+        )
 
     # Reports are queued on the ordered writer and answered from a follow-up task, so a busy
     # database never stalls this socket: heartbeats behind a slow write would make a healthy
     # node look silent.
 
     def on_task_accepted(self, session_id: str, attempt: int) -> None:
-        written = self.runtime.writer.enqueue(
+        written = self.runtime.write(
             task_services.task_mark_running,
             session_id=session_id,
             attempt=attempt,
@@ -209,13 +208,15 @@ class NodeConsumer(AsyncWebsocketConsumer):
     async def _after_accepted(self, written: Any, session_id: str, attempt: int) -> None:
         if await written or await self._is_running_here(session_id, attempt):
             self.assigned.add(session_id)
-            self.runtime.dispatcher.resolve(session_id, attempt)
+            await self.runtime.resolve_dispatch(
+                session_id, attempt, self.reply_to.pop(session_id, None)
+            )
         else:  # no longer ours (cancelled, timed out, forced local): stop it
             self.assigned.discard(session_id)
             await self.send_frame("task.cancel", session_id=session_id)
 
     async def _is_running_here(self, session_id: str, attempt: int) -> bool:
-        task = await database_sync_to_async(_owned)(session_id, self.node_name)
+        task = await self.runtime.write(_owned, session_id, self.node_name)
         return task is not None and task.attempts == attempt and task.status == "running"
 
     async def on_task_rejected(self, session_id: str, attempt: int, reason: str) -> None:
@@ -223,7 +224,9 @@ class NodeConsumer(AsyncWebsocketConsumer):
             await self.reject("not_assigned", f"task {session_id} was not assigned to this node")
             return
         self.assigned.discard(session_id)
-        self.runtime.dispatcher.resolve(session_id, attempt, rejection=reason or "rejected")
+        await self.runtime.resolve_dispatch(
+            session_id, attempt, self.reply_to.pop(session_id, None), reason or "rejected"
+        )
 
     async def _authorised(self, session_id: str) -> bool:
         """Only tasks bound to this node; the set saves a database read per progress frame."""
@@ -231,18 +234,18 @@ class NodeConsumer(AsyncWebsocketConsumer):
             return True
         if session_id in self.released:
             return False
-        if await database_sync_to_async(_owned)(session_id, self.node_name) is not None:
+        if await self.runtime.write(_owned, session_id, self.node_name) is not None:
             return True
         await self.reject("not_assigned", f"task {session_id} is not assigned to this node")
         return False
 
     async def on_task_progress(self, session_id: str, pct: float, message: str = "") -> None:
         if await self._authorised(session_id):
-            self.runtime.progress.add(session_id, pct=pct, message=message, node=self.node_name)
+            self.runtime.report_progress(session_id, pct=pct, message=message, node=self.node_name)
 
     async def on_task_log(self, session_id: str, lines: list) -> None:
         if await self._authorised(session_id):
-            self.runtime.progress.add(
+            self.runtime.report_progress(
                 session_id, lines=[str(line) for line in lines], node=self.node_name
             )
 
@@ -251,8 +254,8 @@ class NodeConsumer(AsyncWebsocketConsumer):
     ) -> None:
         written = None
         if await self._authorised(session_id):
-            self.runtime.progress.flush_nowait(session_id)
-            written = self.runtime.writer.enqueue(
+            self.runtime.flush_progress(session_id)
+            written = self.runtime.write(
                 task_services.task_finish,
                 session_id=session_id,
                 attempt=attempt,
@@ -282,7 +285,7 @@ class NodeConsumer(AsyncWebsocketConsumer):
         await self.send_frame("ack", session_id=session_id, attempt=attempt)
 
     async def on_draining(self) -> None:
-        await self.runtime.writer.run(node_services.node_self_drain, name=self.node_name)
+        await self.runtime.write(node_services.node_self_drain, name=self.node_name)
 
     # Hub → node (channel-layer events for this node's group) -----------------------------
 
@@ -296,11 +299,15 @@ class NodeConsumer(AsyncWebsocketConsumer):
                 attempt=event["attempt"],
             )
         except protocol.ProtocolError as exc:  # e.g. an input that encodes past the frame limit
-            self.runtime.dispatcher.resolve(
-                event["session_id"], event["attempt"], rejection=f"cannot be sent: {exc.message}"
+            await self.runtime.resolve_dispatch(
+                event["session_id"],
+                event["attempt"],
+                event.get("reply_to"),
+                f"cannot be sent: {exc.message}",
             )
             return
         self.assigned.add(event["session_id"])
+        self.reply_to[event["session_id"]] = event.get("reply_to")
         await self.send(text_data=frame)
 
     async def task_cancel(self, event: dict[str, Any]) -> None:

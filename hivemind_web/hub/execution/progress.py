@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from hivemind_web.hub.execution.writer import OrderedWriter
+from hivemind_web.hub.execution.writer import GroupWriter
 from hivemind_web.hub.services.tasks import task_record_progress
 
 
 class ProgressCoalescer:
-    def __init__(self, writer: OrderedWriter, interval: float) -> None:
+    def __init__(self, writer: GroupWriter, interval: float) -> None:
         self._writer = writer
         self._interval = interval
         self._pending: dict[str, dict[str, Any]] = {}

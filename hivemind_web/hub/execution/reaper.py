@@ -12,11 +12,12 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from channels.db import database_sync_to_async
 from django.utils import timezone
 
+from hivemind_web.hub.intents import AttemptSpec
 from hivemind_web.hub.models import HubInstance, Task
 from hivemind_web.hub.services import nodes as node_services
+from hivemind_web.hub.services.hub import fallback_mode_enabled
 from hivemind_web.hub.services.orchestrator import tasks_fail_each
 from hivemind_web.hub.services.tasks import task_unbind
 
@@ -45,14 +46,15 @@ def _release_instance(instance: str, error: str) -> None:
     )
 
 
-def _unclaimed_pending() -> list[tuple[str, int]]:
-    pending = Task.objects.filter(status="pending", route_reason="").values_list(
-        "session_id", "attempts"
-    )
-    return [(str(sid), attempt) for sid, attempt in pending]
+def unclaimed_pending(older_than: object = None) -> list[AttemptSpec]:
+    """Pending attempts nobody claimed for routing (``older_than``: created before then)."""
+    pending = Task.objects.select_related("team").filter(status="pending", route_reason="")
+    if older_than is not None:
+        pending = pending.filter(updated_at__lt=older_than)
+    return [AttemptSpec.of(task) for task in pending[:1000]]
 
 
-def recover_after_restart(instance: str) -> list[tuple[str, int]]:
+def recover_after_restart(instance: str) -> list[AttemptSpec]:
     """Release what this instance's previous run left behind (a stable HIVEMIND_INSTANCE
     name lets a restart do so at once); return the attempts to (re)start.
 
@@ -60,14 +62,14 @@ def recover_after_restart(instance: str) -> list[tuple[str, int]]:
     """
     _release_instance(instance, HUB_RESTARTED)
     renew_lease(instance)
-    return _unclaimed_pending()
+    return unclaimed_pending()
 
 
 def renew_lease(instance: str) -> None:
     HubInstance.objects.update_or_create(name=instance, defaults={"last_seen": timezone.now()})
 
 
-def reap_expired_instances(expired_before: object, *, alive: str) -> list[tuple[str, int]]:
+def reap_expired_instances(expired_before: object, *, alive: str) -> list[AttemptSpec]:
     """Release what hub processes whose lease ran out held; return attempts to (re)start.
     ``alive`` is the caller: a late renewal of its own never makes it reap itself."""
     dead = list(
@@ -78,7 +80,7 @@ def reap_expired_instances(expired_before: object, *, alive: str) -> list[tuple[
     for name in dead:
         _release_instance(name, HUB_LOST)
         HubInstance.objects.filter(name=name, last_seen__lt=expired_before).delete()
-    return _unclaimed_pending() if dead else []
+    return unclaimed_pending() if dead else []
 
 
 def _stuck_assignments(older_than: object) -> list[tuple[str, int, str | None]]:
@@ -87,6 +89,15 @@ def _stuck_assignments(older_than: object) -> list[tuple[str, int, str | None]]:
         (str(sid), attempt, node)
         for sid, attempt, node in rows.values_list("session_id", "attempts", "node__name")
     ]
+
+
+def _pending_spec(session_id: str, attempt: int) -> AttemptSpec | None:
+    task = (
+        Task.objects.select_related("team")
+        .filter(session_id=session_id, attempts=attempt, status="pending")
+        .first()
+    )
+    return AttemptSpec.of(task) if task is not None else None
 
 
 class Reaper:
@@ -106,7 +117,8 @@ class Reaper:
         rt, cfg = self.runtime, self.runtime.cfg
         self._ticks += 1
         beats, rt.heartbeats = rt.heartbeats, {}
-        await rt.writer.run(
+        # On the heartbeat lane: never behind a backlog of task writes.
+        await rt.beats_writer.run(
             node_services.node_flush_heartbeats, beats, sample=self._ticks % SAMPLE_EVERY == 0
         )
         now = timezone.now()
@@ -114,7 +126,7 @@ class Reaper:
         # only over time this hub has been listening, or a hub outage fails live nodes.
         up_for = time.monotonic() - rt.started_at
         if up_for > cfg["HEARTBEAT_GRACE"]:
-            await rt.writer.run(
+            await rt.beats_writer.run(
                 node_services.node_mark_stale,
                 silent_since=now - timedelta(seconds=cfg["HEARTBEAT_GRACE"]),
             )
@@ -126,19 +138,26 @@ class Reaper:
         # An assignment nobody here waits for (its hub restarted) goes back to pending; the
         # node is told to drop it in case it did accept.
         older = now - timedelta(seconds=2 * cfg["ASSIGN_TIMEOUT"])
-        for sid, attempt, node in await database_sync_to_async(_stuck_assignments)(older):
+        for sid, attempt, node in await rt.writer.run(_stuck_assignments, older):
             if not rt.dispatcher.waiting(sid, attempt) and await rt.writer.run(
                 task_unbind, session_id=sid, attempt=attempt, reason=ASSIGN_LOST
             ):
                 if node:
-                    await rt.send_cancel(node, sid)
-                rt.spawn(rt.run_task(sid, attempt))
+                    await rt.stop(sid, node)
+                spec = await rt.writer.run(_pending_spec, sid, attempt)
+                if spec is not None:
+                    rt.spawn(rt.run_attempt(spec))
         if self._ticks % LEASE_EVERY == 0:
             await rt.writer.run(renew_lease, rt.instance)
             expired = now - timedelta(seconds=LEASE_SECONDS)
             reaped = await rt.writer.run(reap_expired_instances, expired, alive=rt.instance)
-            for sid, attempt in reaped:
-                rt.spawn(rt.run_task(sid, attempt))
+            # Pending attempts nobody started (submitted from a process without a runtime,
+            # or announced to a hub that died before it claimed them) are routed here.
+            unclaimed = older - timedelta(seconds=LEASE_SECONDS)
+            reaped += await rt.writer.run(unclaimed_pending, unclaimed)
+            rt.fallback_mode = await rt.writer.run(fallback_mode_enabled)
+            for spec in {s.session_id: s for s in reaped}.values():
+                rt.spawn(rt.run_attempt(spec))
         if self._ticks % 60 == 0:
             await rt.join_control_group()
             window = timedelta(seconds=cfg["LOAD_HISTORY_SECONDS"])

@@ -1,21 +1,23 @@
 """The hub runtime: executor_core's router and executors wired to the database.
 
-One Runtime per hub process lives on the hub loop (see ``loop``). Services reach it through
-the module functions at the bottom, which are safe to call from any thread.
+One Runtime per hub process lives on the hub loop (see ``loop``). It is the services'
+``RuntimePort`` (``hivemind_web.hub.intents``): once started, what a committed transition
+announces (start or stop an attempt, a freed slot, a node change) reaches it here, from any
+thread. Its collaborators get what they use: the scheduler the writer and the index, the
+dispatcher the writer and a group send, the reaper the runtime's housekeeping methods.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -30,21 +32,19 @@ from executor_core import (
     NullObserver,
 )
 from executor_core.executors import ERR_AT_CAPACITY
-from executor_core.types import AtCapacityError, ExecutionResult, ExecutorError, TaskStatus
+from executor_core.types import ExecutionResult, ExecutorError, TaskStatus
+from hivemind_web.hub import intents
 from hivemind_web.hub.agents import hub_registry
 from hivemind_web.hub.broadcast import node_group
-from hivemind_web.hub.execution import loop as hub_loop
 from hivemind_web.hub.execution.dispatcher import NodeDispatcher
 from hivemind_web.hub.execution.progress import ProgressCoalescer
 from hivemind_web.hub.execution.scheduler import HubScheduler
-from hivemind_web.hub.execution.writer import OrderedWriter
-from hivemind_web.hub.models import Task
+from hivemind_web.hub.execution.writer import GroupWriter
+from hivemind_web.hub.intents import AttemptSpec
 from hivemind_web.hub.services import tasks as task_services
 from hivemind_web.hub.services.hub import fallback_mode_enabled
 
 log = logging.getLogger(__name__)
-# (session id, attempt) of the run_task coroutine a callback belongs to.
-_CURRENT: contextvars.ContextVar[tuple[str, int]] = contextvars.ContextVar("hivemind_attempt")
 
 # Names this process in Task.owner: a restart fails the local attempts it left behind.
 # Unique per process unless HIVEMIND_INSTANCE gives a stable name (then a restart releases
@@ -53,7 +53,7 @@ INSTANCE = (
     os.environ.get("HIVEMIND_INSTANCE")
     or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 )
-# Every hub process's runtime listens here (cancels of local runs).
+# Every hub process's runtime listens here (cancels of local runs, the fallback switch).
 RUNTIME_GROUP = "hub.runtime"
 FALLBACK_MODE_REASON = "fallback mode is on: every task runs locally"
 
@@ -61,26 +61,24 @@ FALLBACK_MODE_REASON = "fallback mode is on: every task runs locally"
 class HubObserver(NullObserver):
     """executor_core events → database writes, in order, without blocking the loop."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, writer: GroupWriter, progress: ProgressCoalescer) -> None:
+        self.writer = writer
+        self.progress = progress
 
     def on_started(self, request: ExecuteRequest, executor_name: str) -> None:
         if executor_name == "local":
-            self.runtime.writer.enqueue(
+            self.writer.enqueue(
                 task_services.task_mark_running,
                 session_id=request.session_id,
-                attempt=self.runtime.attempt_of(request.session_id),
+                attempt=request.attempt,
                 owner=INSTANCE,
             )
 
     def on_progress(self, session_id: str, pct: float, message: str) -> None:
-        self.runtime.progress.add(session_id, pct=pct, message=message)
+        self.progress.add(session_id, pct=pct, message=message)
 
     def on_log(self, session_id: str, lines: list[str]) -> None:
-        self.runtime.progress.add(session_id, lines=list(lines))
-
-    def on_fallback(self, request: ExecuteRequest, reason: str) -> None:
-        self.runtime.fallback_reasons[request.session_id] = reason
+        self.progress.add(session_id, lines=list(lines))
 
 
 class LocalFallback:
@@ -88,21 +86,21 @@ class LocalFallback:
 
     name = "local"
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, writer: GroupWriter, local: LocalExecutor) -> None:
+        self.writer = writer
+        self.local = local
 
     async def execute(self, request: ExecuteRequest) -> ExecutionResult:
-        sid = request.session_id
-        reason = self.runtime.fallback_reasons.pop(sid, "scheduling failed")
-        recorded = await self.runtime.writer.run(
+        sid, reason = request.session_id, request.fallback_reason or "scheduling failed"
+        recorded = await self.writer.run(
             task_services.task_record_fallback,
             session_id=sid,
-            attempt=self.runtime.attempt_of(sid),
+            attempt=request.attempt,
             reason=reason,
         )
         if not recorded:  # cancelled or superseded meanwhile: nothing to run
             return ExecutionResult(sid, TaskStatus.CANCELLED, "local", fallback_reason=reason)
-        result = await self.runtime.local.execute(request)
+        result = await self.local.execute(request)
         return ExecutionResult(
             sid,
             result.status,
@@ -113,30 +111,56 @@ class LocalFallback:
         )
 
 
+def request_of(spec: AttemptSpec) -> ExecuteRequest:
+    return ExecuteRequest(
+        agent_id=spec.agent_id,
+        session_id=spec.session_id,
+        input=spec.input,
+        strategy=spec.strategy,
+        team_id=spec.team,
+        node_selector=spec.node_selector,
+        affinity_policy=spec.affinity,
+        attempt=spec.attempt,
+        excluded_nodes=frozenset(spec.excluded_nodes),
+    )
+
+
 class Runtime:
     def __init__(self, registry: AgentRegistry | None = None) -> None:
         cfg = settings.HIVEMIND
         self.cfg = cfg
         self.registry = registry or hub_registry()
-        self.writer = OrderedWriter()
+        self.writer = GroupWriter("hivemind-db")
+        # Heartbeats have a lane (thread and connection) of their own: a backlog of task
+        # writes must never make live nodes look silent.
+        self.beats_writer = GroupWriter("hivemind-beats")
         self.progress = ProgressCoalescer(self.writer, cfg["PROGRESS_FLUSH"])
-        self.observer = HubObserver(self)
-        self.fallback_reasons: dict[str, str] = {}
+        self.observer = HubObserver(self.writer, self.progress)
         # Heartbeats wait here until the reaper writes them in one batch.
         self.heartbeats: dict[str, dict[str, Any]] = {}
+        self.fallback_mode = False
         self.local = LocalExecutor(
             self.registry,
             concurrency=cfg["LOCAL_CONCURRENCY"],
             queue_limit=cfg["LOCAL_QUEUE_LIMIT"],
             observer=self.observer,
         )
-        self.scheduler = HubScheduler(self, retries=cfg["BIND_RETRIES"])
-        self.dispatcher = NodeDispatcher(self, timeout=cfg["ASSIGN_TIMEOUT"])
+        # The live task→node map: kept in step by bind and release, resynced from the database.
+        self.index = NodeTaskIndex()
+        self.scheduler = HubScheduler(
+            writer=self.writer, index=self.index, retries=cfg["BIND_RETRIES"]
+        )
+        self.dispatcher = NodeDispatcher(
+            writer=self.writer,
+            group_send=self.group_send,
+            timeout=cfg["ASSIGN_TIMEOUT"],
+            reply_to=lambda: self.control_channel,
+        )
         self.golem = GolemExecutor(
             self.scheduler,
-            LocalFallback(self),
+            LocalFallback(self.writer, self.local),
             observer=self.observer,
-            index=NodeTaskIndex(),
+            index=self.index,
             dispatcher=self.dispatcher,
         )
         self.router = ExecutionRouter(observer=self.observer)
@@ -145,16 +169,9 @@ class Runtime:
         self._background: set[asyncio.Task[Any]] = set()
         self.control_channel: str | None = None
         self.instance = INSTANCE
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.started = False
         self.started_at = 0.0
-
-    def attempt_of(self, session_id: str) -> int:
-        """The attempt the calling run_task carries (each run_task has its own context, so
-        two coroutines working on different attempts of one task never see each other's)."""
-        current = _CURRENT.get(None)
-        if current is None or current[0] != session_id:
-            raise RuntimeError(f"no attempt of {session_id} is being run in this context")
-        return current[1]
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -168,26 +185,108 @@ class Runtime:
             return
         self.started = True
         self.started_at = time.monotonic()
+        self.loop = asyncio.get_running_loop()
         from hivemind_web.hub.execution.reaper import Reaper
 
+        intents.install(self)
         # Housekeeping first: a recovery that fails (the database still booting) must not
         # leave the hub without heartbeat bookkeeping; it is retried until it succeeds.
         self.spawn(Reaper(self).run())
+        self.spawn(self.scheduler.run())
         self.spawn(self._listen())
         self.spawn(self._recover())
+
+    def close(self) -> None:
+        intents.uninstall(self)
+        for task in list(self._background):
+            task.cancel()
+        self.writer.close()
+        self.beats_writer.close()
 
     async def _recover(self) -> None:
         from hivemind_web.hub.execution.reaper import recover_after_restart
 
         while True:
             try:
-                pending = await database_sync_to_async(recover_after_restart)(self.instance)
+                specs = await self.writer.run(recover_after_restart, self.instance)
+                self.fallback_mode = await self.writer.run(fallback_mode_enabled)
                 break
             except Exception:
                 log.exception("recovery after restart failed; retrying in 2 s")
                 await asyncio.sleep(2.0)
-        for session_id, attempt in pending:
-            self.spawn(self.run_task(session_id, attempt))
+        for spec in specs:
+            self.spawn(self.run_attempt(spec))
+
+    # -- the RuntimePort: announcements after commit, from any thread -----------------------
+
+    def _soon(self, fn: Callable[[], Any]) -> None:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if here:
+            fn()
+        else:
+            loop.call_soon_threadsafe(fn)
+
+    def start_attempt(self, spec: AttemptSpec) -> None:
+        self._soon(lambda: self.spawn(self.run_attempt(spec)))
+
+    def stop_attempt(self, session_id: str, node: str | None) -> None:
+        self._soon(lambda: self.spawn(self.stop(session_id, node)))
+
+    def attempt_ended(self, session_id: str) -> None:
+        def forget() -> None:
+            self.index.remove(session_id)
+            self.scheduler.release(session_id)
+
+        self._soon(forget)
+
+    def drain_node(self, node: str) -> None:
+        self._soon(lambda: self.spawn(self.group_send(node_group(node), {"type": "node.drain"})))
+
+    def nodes_changed(self) -> None:
+        self._soon(self.scheduler.wake)
+
+    def fallback_mode_changed(self, enabled: bool) -> None:
+        def tell_all() -> None:
+            self.fallback_mode = enabled
+            message = {"type": "fallback.mode", "enabled": enabled}
+            self.spawn(self.group_send(RUNTIME_GROUP, message))
+
+        self._soon(tell_all)
+
+    def local_capacity_refusal(self, extra: int = 0) -> str:
+        """Why a new local run (and ``extra`` more) would be refused now, or "" when there is
+        room. Read from any thread: the counts are plain ints, and a momentarily stale read
+        only moves the refusal to the executor itself, which fails the task the same way."""
+        local = self.local
+        if local.queued + extra >= local.queue_limit:
+            return ERR_AT_CAPACITY.format(queued=local.queued, limit=local.queue_limit)
+        return ""
+
+    # -- what the node consumer reports ----------------------------------------------------
+
+    def write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future:
+        """Queue a service call on the runtime's writer (await the result)."""
+        return self.writer.enqueue(fn, *args, **kwargs)
+
+    def note_heartbeat(self, node: str, beat: dict[str, Any]) -> None:
+        self.heartbeats[node] = beat
+
+    def report_progress(self, session_id: str, **report: Any) -> None:
+        self.progress.add(session_id, **report)
+
+    def flush_progress(self, session_id: str) -> None:
+        self.progress.flush_nowait(session_id)
+
+    # -- the control channel ----------------------------------------------------------------
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        await get_channel_layer().group_send(group, message)
 
     async def join_control_group(self) -> None:
         """(Re)join the group every hub process listens on (groups expire in Redis)."""
@@ -197,82 +296,94 @@ class Runtime:
         await layer.group_add(RUNTIME_GROUP, self.control_channel)
 
     async def _listen(self) -> None:
-        """Cancels of local runs reach every hub process: only the one running it acts."""
+        """Messages for this process: local cancels, acceptances of our assignments heard
+        by another hub's node consumer, the fallback switch."""
         layer = get_channel_layer()
         while True:
             try:
                 await self.join_control_group()
                 while True:
                     message = await layer.receive(self.control_channel)
-                    if message.get("type") == "local.cancel":
+                    kind = message.get("type")
+                    if kind == "local.cancel":
                         self.local.cancel(message["session_id"])
+                    elif kind == "dispatch.resolve":
+                        self.dispatcher.resolve(
+                            message["session_id"], message["attempt"], message.get("rejection")
+                        )
+                    elif kind == "fallback.mode":
+                        self.fallback_mode = bool(message.get("enabled"))
             except Exception:  # a broker hiccup must not end the listening for good
                 log.exception("hub control channel failed; listening again in 1 s")
                 await asyncio.sleep(1.0)
 
-    async def run_task(self, session_id: str, attempt: int) -> None:
-        """Route one attempt and carry it as far as this process carries it."""
-        task = await database_sync_to_async(_load_pending)(session_id, attempt)
-        if task is None:
+    async def resolve_dispatch(
+        self, session_id: str, attempt: int, reply_to: str | None, rejection: str | None = None
+    ) -> None:
+        """A node answered an assignment: tell the dispatcher waiting for it, here or in the
+        hub process that sent it."""
+        if self.dispatcher.resolve(session_id, attempt, rejection):
             return
-        _CURRENT.set((session_id, attempt))
-        try:
-            await self._run(task, session_id, attempt)
-        except Exception as exc:  # never leave a task stuck on a bug or an outage
-            log.exception("task %s attempt %s crashed in the hub", session_id, attempt)
-            await self._finish(session_id, attempt, TaskStatus.FAILED, error=f"hub error: {exc}")
-        finally:
-            # The database is the hub's task→node index (selectors.tasks_on_node, team_nodes);
-            # the executor's in-memory copy is only needed while placing.
-            self.golem.index.remove(session_id)
+        if reply_to and reply_to != self.control_channel:
+            message = {
+                "type": "dispatch.resolve",
+                "session_id": session_id,
+                "attempt": attempt,
+                "rejection": rejection,
+            }
+            try:
+                await get_channel_layer().send(reply_to, message)
+            except Exception:  # that hub is gone: its assignment times out
+                log.warning("could not tell %s about %s", reply_to, session_id)
 
-    async def _run(self, task: Task, session_id: str, attempt: int) -> None:
-        request = ExecuteRequest(
-            agent_id=task.agent_id,
-            session_id=session_id,
-            input=task.input,
-            strategy=task.strategy,
-            team_id=task.team.name if task.team_id else None,
-            node_selector=task.node_selector,
-            affinity_policy=task.affinity,
-        )
-        if task.force_local:
-            executor, route, reason = self.local, "local", task.fallback_reason
-        elif (
-            request.strategy != ExecutionStrategy.LOCAL
-            and await database_sync_to_async(fallback_mode_enabled)()
-        ):
+    # -- running attempts ------------------------------------------------------------------
+
+    async def run_attempt(self, spec: AttemptSpec) -> None:
+        """Route one attempt and carry it as far as this process carries it."""
+        sid, attempt = spec.session_id, spec.attempt
+        try:
+            await self._run(spec)
+        except Exception as exc:  # never leave a task stuck on a bug or an outage
+            log.exception("task %s attempt %s crashed in the hub", sid, attempt)
+            await self._finish(sid, attempt, TaskStatus.FAILED, error=f"hub error: {exc}")
+
+    async def _run(self, spec: AttemptSpec) -> None:
+        request = request_of(spec)
+        if spec.force_local:
+            executor, route, reason = self.local, "local", spec.fallback_reason
+        elif request.strategy != ExecutionStrategy.LOCAL and self.fallback_mode:
             executor, route, reason = self.local, "local", FALLBACK_MODE_REASON
         else:
             decision = await self.router.decide(request)
             executor, route, reason = decision.executor, decision.strategy.value, decision.reason
         routed = await self.writer.run(
             task_services.task_mark_routed,
-            session_id=session_id,
-            attempt=attempt,
+            session_id=spec.session_id,
+            attempt=spec.attempt,
             route=route,
             reason=reason,
             owner=INSTANCE,
         )
         if not routed:
-            return  # cancelled or superseded while being routed
+            return  # cancelled or superseded while being routed, or another hub has it
         try:
             result = await executor.execute(request)
-        except AtCapacityError as exc:
-            await self._finish(session_id, attempt, TaskStatus.FAILED, error=str(exc))
+        except ExecutorError as exc:  # the local queue is full, or a duplicate run
+            await self._finish(spec.session_id, spec.attempt, TaskStatus.FAILED, error=str(exc))
             return
-        except ExecutorError as exc:
-            await self._finish(session_id, attempt, TaskStatus.FAILED, error=str(exc))
-            return
-        if result.status in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED):
+        if result.status.is_terminal:
             await self._finish(
-                session_id, attempt, result.status, output=result.output, error=result.error
+                spec.session_id,
+                spec.attempt,
+                result.status,
+                output=result.output,
+                error=result.error,
             )
 
     async def _finish(
         self, session_id: str, attempt: int, status: str, *, output: str = "", error: str = ""
     ) -> None:
-        await self.progress.flush(session_id)
+        self.progress.flush_nowait(session_id)
         await self.writer.run(
             task_services.task_finish,
             session_id=session_id,
@@ -282,29 +393,16 @@ class Runtime:
             error=error,
         )
 
-    async def send_cancel(self, node: str, session_id: str) -> None:
-        await get_channel_layer().group_send(
-            node_group(node), {"type": "task.cancel", "session_id": session_id}
-        )
-
     async def stop(self, session_id: str, node: str | None) -> None:
         """Stop the attempt on ``node``, or, without one, the task's local run (a cancel)."""
         if node:
-            await self.send_cancel(node, session_id)
+            await self.group_send(
+                node_group(node), {"type": "task.cancel", "session_id": session_id}
+            )
             return
         # The local run may live in another hub process: tell them all.
         if not self.local.cancel(session_id):
-            await get_channel_layer().group_send(
-                RUNTIME_GROUP, {"type": "local.cancel", "session_id": session_id}
-            )
-
-
-def _load_pending(session_id: str, attempt: int) -> Task | None:
-    return (
-        Task.objects.select_related("team")
-        .filter(session_id=session_id, attempts=attempt, status=TaskStatus.PENDING)
-        .first()
-    )
+            await self.group_send(RUNTIME_GROUP, {"type": "local.cancel", "session_id": session_id})
 
 
 _runtime: Runtime | None = None
@@ -320,6 +418,8 @@ def get_runtime() -> Runtime:
 def reset_runtime() -> None:
     """Forget the runtime (tests that swap settings start a fresh one)."""
     global _runtime
+    if _runtime is not None:
+        _runtime.close()
     _runtime = None
 
 
@@ -327,34 +427,3 @@ async def ensure_started() -> Runtime:
     runtime = get_runtime()
     await runtime.start()
     return runtime
-
-
-async def _start_and_run(session_id: str, attempt: int) -> None:
-    runtime = await ensure_started()
-    await runtime.run_task(session_id, attempt)
-
-
-def start_task(session_id: str, attempt: int) -> None:
-    """Begin routing a pending attempt (called after the submit transaction commits)."""
-    hub_loop.submit(_start_and_run(session_id, attempt))
-
-
-def stop_task(session_id: str, node: str | None) -> None:
-    hub_loop.submit(get_runtime().stop(session_id, node))
-
-
-def send_drain(node: str) -> None:
-    layer = get_channel_layer()
-    hub_loop.submit(layer.group_send(node_group(node), {"type": "node.drain"}))
-
-
-def local_capacity_refusal(extra: int = 0) -> str:
-    """Why a new local run (and ``extra`` more) would be refused now, or "" when there is room.
-
-    Read from a request thread: the counts are plain ints, a momentarily stale read only
-    moves the refusal to the executor itself, which fails the task with the same message.
-    """
-    local = get_runtime().local
-    if local.queued + extra >= local.queue_limit:
-        return ERR_AT_CAPACITY.format(queued=local.queued, limit=local.queue_limit)
-    return ""

@@ -1,34 +1,36 @@
-"""The hub's scheduler: the pure ClusterState decides, the database binds (DESIGN §3).
+"""The hub's scheduler: the pure ClusterState decides in memory, the database binds (DESIGN §3).
 
-ClusterState is a snapshot kept in step with the Node table (incrementally, by ``updated_at``,
-with a full resync every few seconds). A decision is bound with one conditional UPDATE
-(``running < capacity`` on a ready node); losing that race to another hub process re-reads the
-node and decides again, a bounded number of times, and only then is a scheduling failure.
+A decision never waits for the database: ClusterState is kept current by events (binds and
+releases of this process, node changes announced after commit) and resynced from the Node
+table every RESYNC_EVERY seconds, so binds of other hub processes show up too. ``place``
+assumes its decision at once, so the next decision sees it without a lock across a round
+trip. The bind is one conditional UPDATE (``running < capacity`` on a ready node); losing it
+(the snapshot was stale) re-reads that node and decides again, a bounded number of times.
+
+Resync and binds go through the same ordered writer, and each call has a sequence number: a
+snapshot read reflects exactly the binds queued before it, so binds still in flight are added
+on top of what it read instead of being forgotten.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import time
-from datetime import timedelta
-from typing import TYPE_CHECKING
+import logging
+from collections import Counter
+from typing import Any
 
-from channels.db import database_sync_to_async
-from django.utils import timezone
-
+from executor_core.index import NodeTaskIndex
 from executor_core.scheduling import ClusterState, NodeInfo, Placement, ScheduleRequest
 from executor_core.scheduling.types import SchedulingError
-from hivemind_web.hub import selectors
+from hivemind_web.hub.execution.writer import GroupWriter
 from hivemind_web.hub.models import Node, Task
-from hivemind_web.hub.services.tasks import task_bind
+from hivemind_web.hub.services.tasks import BIND_NODE_FULL, BOUND, task_bind
 
-if TYPE_CHECKING:
-    from hivemind_web.hub.execution.runtime import Runtime
+log = logging.getLogger(__name__)
 
-FULL_SYNC_EVERY = 5.0
-FULL_SYNC_UP_TO = 500
-SYNC_OVERLAP = 5.0
+RESYNC_EVERY = 1.0
+# Node changes announced together are applied in one resync.
+RESYNC_DEBOUNCE = 0.02
 ERR_BIND_CONFLICT = "bind conflict: node {node} filled up under us {n} times"
 ERR_NOT_PENDING = "task is no longer pending"
 
@@ -45,99 +47,130 @@ def node_info(node: Node) -> NodeInfo:
     )
 
 
-def _read_nodes(since: object | None) -> tuple[list[NodeInfo], list[str] | None]:
-    """Changed nodes since ``since`` (all when None) and, on a full read, every name."""
-    qs = Node.objects.all()
-    if since is not None:
-        qs = qs.filter(updated_at__gte=since)
-    infos = [node_info(n) for n in qs]
-    return infos, ([i.name for i in infos] if since is None else None)
+def read_fleet() -> tuple[list[NodeInfo], list[tuple[str, str, str | None]]]:
+    """Every node, and every bound task as (session id, node, team)."""
+    infos = [node_info(n) for n in Node.objects.all()]
+    bound = [
+        (str(sid), node, team)
+        for sid, node, team in Task.objects.filter(status__in=BOUND, node__isnull=False)
+        .values_list("session_id", "node__name", "team__name")
+        .iterator()
+    ]
+    return infos, bound
 
 
-def _placement_context(session_id: str, team: str | None) -> tuple[dict[str, int], list[str], str]:
-    row = Task.objects.filter(session_id=session_id).values("excluded_nodes", "status").first()
-    if row is None:
-        return {}, [], "gone"
-    return (selectors.team_nodes(team) if team else {}), row["excluded_nodes"], row["status"]
+def read_node(name: str) -> NodeInfo | None:
+    node = Node.objects.filter(name=name).first()
+    return node_info(node) if node is not None else None
 
 
 class HubScheduler:
-    def __init__(self, runtime: Runtime, retries: int) -> None:
-        self.runtime = runtime
-        self.cluster = ClusterState()
+    def __init__(
+        self, *, writer: GroupWriter, index: NodeTaskIndex, retries: int, cluster=None
+    ) -> None:
+        self.cluster: ClusterState = cluster or ClusterState()
+        self.writer = writer
+        self.index = index
         self.retries = retries
-        self._synced_at: object | None = None
-        self._full_at = 0.0
-        self._lock = asyncio.Lock()
+        # Binds queued and not yet answered: session id → (node, the bind's sequence number).
+        self._binding: dict[str, tuple[str, int]] = {}
+        self._synced = asyncio.Event()
+        self._wanted = asyncio.Event()
+        self.resyncs = 0
 
-    async def sync(self) -> None:
-        # A small fleet is re-read whole (one cheap query); a large one incrementally, with a
-        # generous overlap: a write's updated_at is taken before its transaction commits.
-        full = (
-            len(self.cluster) <= FULL_SYNC_UP_TO
-            or time.monotonic() - self._full_at > FULL_SYNC_EVERY
-        )
-        since = None if full else self._synced_at
-        started = timezone.now() - timedelta(seconds=SYNC_OVERLAP)
-        infos, names = await database_sync_to_async(_read_nodes)(since)
+    # -- keeping the picture current -------------------------------------------------------
+
+    def wake(self) -> None:
+        """Node facts changed (announced after commit): resync soon. Loop thread only."""
+        self._wanted.set()
+
+    async def run(self) -> None:
+        """Resync at once, then every RESYNC_EVERY seconds or soon after a change."""
+        while True:
+            try:
+                await self.resync()
+            except Exception:
+                log.exception("scheduler resync failed")
+            try:
+                await asyncio.wait_for(self._wanted.wait(), RESYNC_EVERY)
+                await asyncio.sleep(RESYNC_DEBOUNCE)
+            except TimeoutError:
+                pass
+            self._wanted.clear()
+
+    async def resync(self) -> None:
+        read_at = self.writer.seq
+        infos, bound = await self.writer.run(read_fleet)
+        in_flight = Counter(node for node, seq in self._binding.values() if seq > read_at)
+        known = set()
         for info in infos:
+            known.add(info.name)
+            extra = in_flight.get(info.name, 0)
+            if extra:
+                info = NodeInfo(**{**info.__dict__, "running": info.running + extra})
             self.cluster.upsert_node(info)
-        if names is not None:
-            known = set(names)
-            for gone in [n.name for n in self.cluster.nodes() if n.name not in known]:
-                self.cluster.remove_node(gone)
-            self._full_at = time.monotonic()
-        self._synced_at = started
+        for gone in [n.name for n in self.cluster.nodes() if n.name not in known]:
+            self.cluster.remove_node(gone)
+        # The index follows the database (binds of every hub process), plus our own in flight.
+        live = {sid for sid, _node, _team in bound} | set(self._binding)
+        for sid in [s for s in self.index.sessions() if s not in live]:
+            self.index.remove(sid)
+            self.cluster.forget(sid)
+        for sid, node, team in bound:
+            if self.index.node_of(sid) != node:
+                self.index.add(node, sid, team)
+        self.resyncs += 1
+        self._synced.set()
 
-    async def _request(self, request: ScheduleRequest) -> ScheduleRequest:
-        team_nodes, excluded, status = await database_sync_to_async(_placement_context)(
-            request.session_id, request.team_id
-        )
-        if status != "pending":
-            raise SchedulingError(ERR_NOT_PENDING)
-        hints = dataclasses.replace(
-            request.hints, team_nodes=team_nodes, excluded_nodes=frozenset(excluded)
-        )
-        return dataclasses.replace(request, hints=hints)
+    # -- the Scheduler protocol ------------------------------------------------------------
 
     async def schedule(self, request: ScheduleRequest) -> Placement:
-        # One decision at a time in this process, each seeing the binds before it: a
-        # decision against a snapshot that misses an in-flight bind would pile tasks onto
-        # one node. Other hub processes are kept honest by the conditional bind.
-        async with self._lock:
-            return await self._schedule(request)
-
-    async def _schedule(self, request: ScheduleRequest) -> Placement:
-        attempt = self.runtime.attempt_of(request.session_id)
-        node = ""
+        await self._synced.wait()
+        sid, node = request.session_id, ""
         for _ in range(self.retries):
-            await self.sync()
-            placement = self.cluster.place(await self._request(request))
-            # The database is the authority on running counts: drop the assumption and
-            # re-read the node after the bind, won or lost.
-            self.cluster.release(request.session_id)
+            placement = self.cluster.place(request)
             node = placement.node
-            bound = await self.runtime.writer.run(
-                task_bind,
-                session_id=request.session_id,
-                attempt=attempt,
-                node_name=node,
-                reason=placement.reason,
-            )
-            if bound:
+            self._binding[sid] = (node, self.writer.seq)
+            try:
+                outcome = await self.writer.run(
+                    task_bind,
+                    session_id=sid,
+                    attempt=request.attempt,
+                    node_name=node,
+                    reason=placement.reason,
+                    score=placement.score,
+                )
+            except BaseException:
+                self.cluster.release(sid)
+                raise
+            finally:
+                self._binding.pop(sid, None)
+            if outcome is True:
                 return placement
-            self._full_at = 0.0  # lost a race: take a fresh look before deciding again
+            self.cluster.release(sid)
+            if outcome != BIND_NODE_FULL:
+                raise SchedulingError(ERR_NOT_PENDING)
+            # Our picture of the node was stale: take the database's before deciding again.
+            fresh = await self.writer.run(read_node, node)
+            if fresh is None:
+                self.cluster.remove_node(node)
+            else:
+                self.cluster.upsert_node(fresh)
         raise SchedulingError(ERR_BIND_CONFLICT.format(node=node, n=self.retries))
 
     async def estimate(self, request: ScheduleRequest) -> float | None:
         """Load fraction of the node the scheduler would pick now (for ``auto``)."""
-        await self.sync()
+        await self._synced.wait()
         try:
-            placement = self.cluster.evaluate(await self._request(request))
+            placement = self.cluster.evaluate(request)
         except SchedulingError:
             return None
         info = self.cluster.node(placement.node)
         return info.load if info is not None else None
 
     def release(self, session_id: str) -> None:
+        """The session's slot is free again (its attempt ended or was moved)."""
         self.cluster.release(session_id)
+
+    def stats(self) -> dict[str, Any]:
+        return {"nodes": len(self.cluster), "binding": len(self._binding)}

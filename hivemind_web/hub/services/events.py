@@ -6,6 +6,7 @@ from typing import Any
 
 from hivemind_web.hub import broadcast
 from hivemind_web.hub.models import Node, NodeEvent, Task, TaskEvent
+from hivemind_web.hub.snapshots import node_snapshot, task_event_data
 
 SYSTEM = "system"
 
@@ -27,15 +28,11 @@ def task_event(task: Task, kind: str, *, actor: Any = None, **data: Any) -> Task
 
 
 def publish_task(task: Task) -> None:
-    from hivemind_web.hub.snapshots import task_snapshot
-
-    broadcast.publish("task", task_snapshot(task))
+    broadcast.publish("task", task_event_data(task), key=str(task.session_id))
 
 
 def publish_node(node: Node) -> None:
-    from hivemind_web.hub.snapshots import node_snapshot
-
-    broadcast.publish("node", node_snapshot(node))
+    broadcast.publish("node", node_snapshot(node), key=node.name)
 
 
 def node_event(node: Node, kind: str, *, actor: Any = None, **data: Any) -> NodeEvent:

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db import transaction
 
-from hivemind_web.hub import broadcast
+from hivemind_web.hub import broadcast, intents
 from hivemind_web.hub.models import HubSetting
 from hivemind_web.hub.services.events import actor_name
 
@@ -30,4 +30,5 @@ def fallback_mode_set(*, enabled: bool, actor: Any) -> HubSetting:
     broadcast.publish(
         "fallback_mode", {"enabled": setting.fallback_mode, "changed_by": setting.changed_by}
     )
+    intents.fallback_mode_changed(setting.fallback_mode)
     return setting

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from executor_core.labels import LabelError, node_name_error, validate_labels
+from hivemind_web.hub import intents
 from hivemind_web.hub.models import Node, NodeLoadSample, Task
 from hivemind_web.hub.services import events
 from hivemind_web.hub.services.errors import NotFound, ServiceValidationError
@@ -44,6 +45,8 @@ def _save(node: Node, *fields: str) -> Node:
     node.status = derive_status(node)
     node.save(update_fields=[*fields, "status", "updated_at"])
     events.publish_node(node)
+    # What the scheduler decides on changed: its picture of the fleet follows the database.
+    intents.nodes_changed()
     return node
 
 
@@ -99,6 +102,7 @@ def node_register(
     node.save(update_fields=["token_hash", "updated_at"])
     events.node_event(node, "registered", actor=name)
     events.publish_node(node)
+    intents.nodes_changed()
     return node, token
 
 
@@ -148,24 +152,19 @@ def node_disconnected(*, name: str) -> None:
 
 
 def node_flush_heartbeats(beats: Mapping[str, Mapping[str, Any]], *, sample: bool = True) -> None:
-    """Write a batch of heartbeats (name → {time, running, cpu, mem}); with ``sample``, also
-    keep them as load history for the board's plots."""
+    """Write a batch of heartbeats (name → {time, running, cpu, mem}) in a few statements;
+    with ``sample``, also keep them as load history for the board's plots and show them on
+    the board (a node coming back to health is shown at once)."""
     if not beats:
         return
     with transaction.atomic():
-        nodes = list(Node.objects.select_for_update().filter(name__in=list(beats)))
-        samples = []
+        nodes = list(Node.objects.filter(name__in=list(beats)))
+        samples, revived = [], []
         for node in nodes:
             beat = beats[node.name]
             node.last_heartbeat, node.cpu, node.mem = beat["time"], beat["cpu"], beat["mem"]
-            fields = ["last_heartbeat", "cpu", "mem"]
             if not node.healthy:  # back within the lost window: ready again at once
-                node.healthy = True
-                fields.append("healthy")
-                _save(node, *fields)
-            else:
-                node.save(update_fields=fields)
-                events.publish_node(node)
+                revived.append(node)
             samples.append(
                 NodeLoadSample(
                     node=node,
@@ -175,8 +174,15 @@ def node_flush_heartbeats(beats: Mapping[str, Mapping[str, Any]], *, sample: boo
                     mem=beat["mem"],
                 )
             )
+        Node.objects.bulk_update(nodes, ["last_heartbeat", "cpu", "mem"], batch_size=500)
+        for node in revived:
+            node.healthy = True
+            _save(node, "healthy")
         if sample:
-            NodeLoadSample.objects.bulk_create(samples)
+            NodeLoadSample.objects.bulk_create(samples, batch_size=500)
+            for node in nodes:
+                if node not in revived:
+                    events.publish_node(node)
 
 
 def node_mark_stale(*, silent_since: datetime) -> list[str]:
@@ -247,9 +253,7 @@ def node_self_drain(*, name: str) -> Node:
 def node_drain(*, name: str, actor: Any) -> Node:
     """No new work; the node shows draining until its tasks end, then stays cordoned."""
     node = _set_intent(name, "drain", actor, draining=True)
-    from hivemind_web.hub.services.tasks import _runtime
-
-    transaction.on_commit(lambda: _runtime().send_drain(name))
+    intents.drain_node(name)
     with transaction.atomic():
         node_settle_drain(node)
     return node
@@ -291,6 +295,7 @@ def node_create(
     )
     events.node_event(node, "created")
     events.publish_node(node)
+    intents.nodes_changed()
     return node, token
 
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from hivemind_web.hub.models import Task, Team
 from hivemind_web.hub.services import events
+from hivemind_web.hub.services.attempts import attempt_end
 from hivemind_web.hub.services.tasks import (
     ACTIVE,
     FAILED,
@@ -69,7 +70,8 @@ def task_handle_failure(*, task: Task, error: str, actor: Any = None) -> Task | 
         )
         if done is None:
             return None
-        release_slot(task.node_id)
+        release_slot(task.node_id, task.session_id)
+        attempt_end(task.pk, task.attempts, FAILED, error)
         events.task_event(done, "failed", actor=actor, error=error, node=node_name)
         if node_name:  # a stalled node may still be running it
             _stop_after_commit(task)
@@ -94,7 +96,8 @@ def task_handle_failure(*, task: Task, error: str, actor: Any = None) -> Task | 
     moved = _transition(task.session_id, task.attempts, ACTIVE, **changes)
     if moved is None:
         return None
-    release_slot(task.node_id)
+    release_slot(task.node_id, task.session_id)
+    attempt_end(task.pk, task.attempts, FAILED, error)
     events.task_event(
         moved, "attempt_failed", actor=actor, error=error, node=node_name, attempt=task.attempts
     )

@@ -12,11 +12,12 @@ from executor_core.types import (
     NodeAffinityPolicy,
     RequestValidationError,
 )
+from hivemind_web.hub import intents
 from hivemind_web.hub.agents import hub_registry
 from hivemind_web.hub.models import Node, Task
 from hivemind_web.hub.services import events
 from hivemind_web.hub.services.errors import AtCapacity, ServiceValidationError
-from hivemind_web.hub.services.tasks import _runtime, _start_after_commit, hub_limits
+from hivemind_web.hub.services.tasks import _start_after_commit, hub_limits
 from hivemind_web.hub.services.teams import team_get_or_create, validate_team_name
 
 ERR_INPUT_TOO_LARGE = "input is {size} bytes; the limit is {limit} bytes"
@@ -128,7 +129,7 @@ def task_submit_many(
         raise ServiceValidationError(errors["0"] if single else {"tasks": errors})
     local = sum(1 for r in requests if r.strategy == ExecutionStrategy.LOCAL)
     if start and local:
-        refusal = _runtime().local_capacity_refusal(extra=local - 1)
+        refusal = intents.port().local_capacity_refusal(extra=local - 1)
         if refusal:
             raise AtCapacity(refusal)
     tasks = []

@@ -19,9 +19,10 @@ from django.utils import timezone
 from executor_core.types import (
     TaskStatus,
 )
-from hivemind_web.hub import broadcast
+from hivemind_web.hub import broadcast, intents
 from hivemind_web.hub.models import Node, Task
 from hivemind_web.hub.services import events
+from hivemind_web.hub.services.attempts import attempt_begin, attempt_end, attempt_update
 from hivemind_web.hub.services.errors import (
     NotFound,
     TransitionError,
@@ -32,6 +33,9 @@ SUCCEEDED, FAILED, CANCELLED = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStat
 ACTIVE = (PENDING, SCHEDULED, RUNNING)
 BOUND = (SCHEDULED, RUNNING)
 
+# Why a bind did not happen (task_bind returns True when it did).
+BIND_NODE_FULL = "node_full"
+BIND_NOT_PENDING = "not_pending"
 ERR_TERMINAL = "task {sid} is already {status}"
 ERR_ALREADY_LOCAL = "task {sid} already runs locally"
 TRUNCATED = "\n[truncated]"
@@ -41,15 +45,8 @@ def hub_limits() -> dict[str, Any]:
     return settings.HIVEMIND
 
 
-def _runtime():
-    from hivemind_web.hub.execution import runtime
-
-    return runtime
-
-
 def _start_after_commit(task: Task) -> None:
-    session_id, attempt = str(task.session_id), task.attempts
-    transaction.on_commit(lambda: _runtime().start_task(session_id, attempt))
+    intents.start_attempt(intents.AttemptSpec.of(task))
 
 
 def get_task(session_id: Any, *, lock: bool = False) -> Task:
@@ -77,8 +74,10 @@ def _transition(
     return Task.objects.select_related("team", "node").get(session_id=session_id)
 
 
-def release_slot(node_id: int | None) -> None:
-    """Give back the capacity a bound task held on its node."""
+def release_slot(node_id: int | None, session_id: Any = None) -> None:
+    """Give back the capacity a bound task held on its node (and tell the scheduler)."""
+    if session_id is not None:
+        intents.attempt_ended(str(session_id))
     if node_id is None:
         return
     Node.objects.filter(pk=node_id, running__gt=0).update(
@@ -105,6 +104,7 @@ def task_mark_routed(
     if qs.update(updated_at=timezone.now(), **changes) == 1:
         task = Task.objects.select_related("team", "node").get(session_id=session_id)
     if task is not None:
+        attempt_begin(task, route=route, reason=reason, owner=owner)
         events.task_event(task, "routed", route=route, reason=reason)
     return task is not None
 
@@ -122,26 +122,38 @@ def task_record_fallback(*, session_id: str, attempt: int, reason: str) -> bool:
         node=None,
     )
     if task is not None:
+        attempt_update(task.pk, attempt, route=Task.Route.LOCAL, fallback_reason=reason, node="")
         events.task_event(task, "fallback", reason=reason)
     return task is not None
 
 
 @transaction.atomic
-def task_bind(*, session_id: str, attempt: int, node_name: str, reason: str = "") -> bool:
-    """The optimistic bind (DESIGN §3): take a slot on the node only if one is free."""
+def task_bind(
+    *, session_id: str, attempt: int, node_name: str, reason: str = "", score: float = 0.0
+) -> bool | str:
+    """The optimistic bind (DESIGN §3): take a slot on the node only if one is free.
+    True when bound, else why not (BIND_NODE_FULL, BIND_NOT_PENDING)."""
     now = timezone.now()
     taken = Node.objects.filter(
         name=node_name, status=Node.Status.READY, running__lt=F("capacity")
     ).update(running=F("running") + 1, updated_at=now)
     if taken != 1:
-        return False
+        return BIND_NODE_FULL
     node = Node.objects.get(name=node_name)
     task = _transition(
         session_id, attempt, [PENDING], status=SCHEDULED, node=node, route=Task.Route.GOLEM
     )
     if task is None:
         transaction.set_rollback(True)
-        return False
+        return BIND_NOT_PENDING
+    attempt_update(
+        task.pk,
+        attempt,
+        route=Task.Route.GOLEM,
+        node=node_name,
+        status="scheduled",
+        placement={"node": node_name, "score": score, "reason": reason},
+    )
     events.task_event(task, "scheduled", node=node_name, attempt=attempt, placement=reason)
     events.publish_node(node)
     return True
@@ -159,7 +171,8 @@ def task_unbind(*, session_id: str, attempt: int, reason: str) -> bool:
     )
     if moved is None:
         return False
-    release_slot(node_id)
+    release_slot(node_id, session_id)
+    attempt_update(moved.pk, attempt, node="", status="routing", placement={})
     events.task_event(moved, "unbound", reason=reason)
     return True
 
@@ -188,6 +201,7 @@ def task_mark_running(
         if qs.update(status=RUNNING, started_at=now, updated_at=now) == 1:
             task = Task.objects.select_related("team", "node").get(session_id=session_id)
     if task is not None:
+        attempt_update(task.pk, attempt, status="running", started_at=now)
         events.task_event(task, "started", node=node_name, attempt=attempt)
     return task is not None
 
@@ -283,7 +297,8 @@ def task_finish(
     done = _transition(session_id, attempt, ACTIVE, **changes)
     if done is None:
         return None
-    release_slot(task.node_id)
+    release_slot(task.node_id, session_id)
+    attempt_end(task.pk, attempt, status, changes.get("error", ""))
     events.task_event(done, status, actor=actor or node_name, node=node_name)
     return done
 
@@ -298,7 +313,8 @@ def task_cancel(*, session_id: Any, actor: Any) -> Task:
     if done is None:  # finished between our read and the update
         task.refresh_from_db()
         raise TransitionError(ERR_TERMINAL.format(sid=task.session_id, status=task.status))
-    release_slot(task.node_id)
+    release_slot(task.node_id, task.session_id)
+    attempt_end(task.pk, task.attempts, CANCELLED)
     events.task_event(done, "cancelled", actor=actor)
     _stop_after_commit(task)
     return done
@@ -306,8 +322,7 @@ def task_cancel(*, session_id: Any, actor: Any) -> Task:
 
 def _stop_after_commit(task: Task) -> None:
     """Stop the attempt where it runs: a cancel frame to its node, or the local executor."""
-    sid, node = str(task.session_id), (task.node.name if task.node_id else None)
-    transaction.on_commit(lambda: _runtime().stop_task(sid, node))
+    intents.stop_attempt(str(task.session_id), task.node.name if task.node_id else None)
 
 
 @transaction.atomic
@@ -335,7 +350,8 @@ def task_force_fallback(*, session_id: Any, actor: Any) -> Task:
     )
     if moved is None:
         raise TransitionError(f"task {task.session_id} changed meanwhile; try again")
-    release_slot(task.node_id)
+    release_slot(task.node_id, task.session_id)
+    attempt_end(task.pk, task.attempts, "superseded", reason)
     events.task_event(
         moved, "force_fallback", actor=actor, from_node=task.node.name if task.node_id else None
     )
