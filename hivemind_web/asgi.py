@@ -17,6 +17,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from hivemind_web.hub.api import fast_submit  # noqa: E402
 from hivemind_web.hub.consumers.nodes import NodeConsumer  # noqa: E402
 from hivemind_web.hub.execution import loop as hub_loop  # noqa: E402
 from hivemind_web.hub.execution import runtime  # noqa: E402
@@ -41,4 +42,7 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     # The first connection tells us the server's loop: the hub runtime lives on it.
     if hub_loop.bind(asyncio.get_running_loop()):
         await runtime.ensure_started()
+    if fast_submit.wants(scope):
+        await fast_submit.serve(scope, receive, send)
+        return
     await router(scope, receive, send)

@@ -29,7 +29,7 @@ class Node(models.Model):
     capacity = models.PositiveIntegerField(default=1)
     # Tasks bound to the node (scheduled or running): the figure the conditional bind guards.
     running = models.PositiveIntegerField(default=0)
-    # Derived from health and the operator's intent below (see services.nodes.derive_status);
+    # Derived from health and the operator's intent below (see services.node_state.derive_status);
     # stored so the board and the scheduler can filter on it.
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.NOT_READY)
     healthy = models.BooleanField(default=False)

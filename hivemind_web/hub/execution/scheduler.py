@@ -77,6 +77,8 @@ class HubScheduler:
         self._synced = asyncio.Event()
         self._wanted = asyncio.Event()
         self.resyncs = 0
+        # Every agent some node advertises (as of the last resync).
+        self.agents: frozenset[str] = frozenset()
 
     # -- keeping the picture current -------------------------------------------------------
 
@@ -102,8 +104,9 @@ class HubScheduler:
         read_at = self.writer.seq
         infos, bound = await self.writer.run(read_fleet)
         in_flight = Counter(node for node, seq in self._binding.values() if seq > read_at)
-        known = set()
+        known, agents = set(), set()
         for info in infos:
+            agents.update(info.agents)
             known.add(info.name)
             extra = in_flight.get(info.name, 0)
             if extra:
@@ -119,13 +122,18 @@ class HubScheduler:
         for sid, node, team in bound:
             if self.index.node_of(sid) != node:
                 self.index.add(node, sid, team)
+        self.agents = frozenset(agents)
         self.resyncs += 1
         self._synced.set()
+
+    async def ready(self) -> None:
+        """Wait for the first picture of the fleet."""
+        await self._synced.wait()
 
     # -- the Scheduler protocol ------------------------------------------------------------
 
     async def schedule(self, request: ScheduleRequest) -> Placement:
-        await self._synced.wait()
+        await self.ready()
         sid, node = request.session_id, ""
         for _ in range(self.retries):
             placement = self.cluster.place(request)
@@ -160,7 +168,7 @@ class HubScheduler:
 
     async def estimate(self, request: ScheduleRequest) -> float | None:
         """Load fraction of the node the scheduler would pick now (for ``auto``)."""
-        await self._synced.wait()
+        await self.ready()
         try:
             placement = self.cluster.evaluate(request)
         except SchedulingError:

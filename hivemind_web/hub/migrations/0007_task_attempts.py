@@ -5,33 +5,61 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('hub', '0006_hub_instances'),
+        ("hub", "0006_hub_instances"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='TaskAttempt',
+            name="TaskAttempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('route', models.CharField(blank=True, max_length=8)),
-                ('node', models.CharField(blank=True, max_length=63)),
-                ('reason', models.TextField(blank=True)),
-                ('fallback_reason', models.TextField(blank=True)),
-                ('placement', models.JSONField(blank=True, default=dict)),
-                ('status', models.CharField(choices=[('routing', 'Routing'), ('scheduled', 'Scheduled'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled'), ('superseded', 'Superseded')], default='routing', max_length=12)),
-                ('error', models.TextField(blank=True)),
-                ('owner', models.CharField(blank=True, max_length=128)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('task', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attempt_rows', to='hub.task')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.PositiveIntegerField()),
+                ("route", models.CharField(blank=True, max_length=8)),
+                ("node", models.CharField(blank=True, max_length=63)),
+                ("reason", models.TextField(blank=True)),
+                ("fallback_reason", models.TextField(blank=True)),
+                ("placement", models.JSONField(blank=True, default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("routing", "Routing"),
+                            ("scheduled", "Scheduled"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                            ("superseded", "Superseded"),
+                        ],
+                        default="routing",
+                        max_length=12,
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("owner", models.CharField(blank=True, max_length=128)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "task",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="attempt_rows",
+                        to="hub.task",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['task', 'number'],
-                'constraints': [models.UniqueConstraint(fields=('task', 'number'), name='unique_task_attempt')],
+                "ordering": ["task", "number"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("task", "number"), name="unique_task_attempt")
+                ],
             },
         ),
     ]

@@ -18,6 +18,8 @@ from hivemind_web.hub import intents
 from hivemind_web.hub.models import Node, NodeLoadSample, Task
 from hivemind_web.hub.services import events
 from hivemind_web.hub.services.errors import NotFound, ServiceValidationError
+from hivemind_web.hub.services.node_state import node_save, node_settle_drain
+from hivemind_web.hub.services.orchestrator import tasks_fail_each
 
 ERR_CAPACITY = "capacity must be an integer between 1 and 1024"
 ERR_JOIN_TOKEN = "invalid join token"
@@ -28,26 +30,6 @@ NODE_LOST = "node lost"
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def derive_status(node: Node) -> str:
-    """One status word from health and intent: not_ready beats draining beats cordoned."""
-    if not node.healthy:
-        return Node.Status.NOT_READY
-    if node.draining:
-        return Node.Status.DRAINING
-    if node.cordoned:
-        return Node.Status.CORDONED
-    return Node.Status.READY
-
-
-def _save(node: Node, *fields: str) -> Node:
-    node.status = derive_status(node)
-    node.save(update_fields=[*fields, "status", "updated_at"])
-    events.publish_node(node)
-    # What the scheduler decides on changed: its picture of the fleet follows the database.
-    intents.nodes_changed()
-    return node
 
 
 def get_node(name: str, *, lock: bool = False) -> Node:
@@ -142,7 +124,7 @@ def node_connected(
     node.running = Task.objects.filter(node=node, status__in=["scheduled", "running"]).count()
     fields.append("running")
     events.node_event(node, "connected", actor=name, version=node.version)
-    return _save(node, *fields)
+    return node_save(node, *fields)
 
 
 @transaction.atomic
@@ -177,7 +159,7 @@ def node_flush_heartbeats(beats: Mapping[str, Mapping[str, Any]], *, sample: boo
         Node.objects.bulk_update(nodes, ["last_heartbeat", "cpu", "mem"], batch_size=500)
         for node in revived:
             node.healthy = True
-            _save(node, "healthy")
+            node_save(node, "healthy")
         if sample:
             NodeLoadSample.objects.bulk_create(samples, batch_size=500)
             for node in nodes:
@@ -194,7 +176,7 @@ def node_mark_stale(*, silent_since: datetime) -> list[str]:
         )
         for node in stale:
             node.healthy = False
-            _save(node, "healthy")
+            node_save(node, "healthy")
             events.node_event(node, "not_ready", last_heartbeat=node.last_heartbeat.isoformat())
             names.append(node.name)
     return names
@@ -202,20 +184,9 @@ def node_mark_stale(*, silent_since: datetime) -> list[str]:
 
 def node_fail_lost_tasks(*, lost_since: datetime) -> list[str]:
     """Fail the tasks of nodes silent since ``lost_since`` ("node lost"); the team decides next."""
-    from hivemind_web.hub.services.orchestrator import tasks_fail_each
-
     lost_nodes = Node.objects.filter(healthy=False, last_heartbeat__lt=lost_since)
     tasks = Task.objects.filter(node__in=lost_nodes, status__in=["scheduled", "running"])
     return tasks_fail_each(tasks, error=NODE_LOST, actor="system")
-
-
-def node_settle_drain(node: Node) -> None:
-    """A node an operator drained stays unschedulable once its last task ended: drained means
-    cordoned. A node draining itself for a shutdown stays draining until it says hello."""
-    node.refresh_from_db(fields=["running", "draining", "self_draining", "cordoned", "healthy"])
-    if node.draining and not node.self_draining and node.running == 0:
-        node.draining, node.cordoned = False, True
-        _save(node, "draining", "cordoned")
 
 
 def _set_intent(name: str, kind: str, actor: Any, **intent: bool) -> Node:
@@ -223,7 +194,7 @@ def _set_intent(name: str, kind: str, actor: Any, **intent: bool) -> Node:
         node = get_node(name, lock=True)
         for field, value in intent.items():
             setattr(node, field, value)
-        _save(node, *intent)
+        node_save(node, *intent)
         events.node_event(node, kind, actor=actor)
     return node
 
@@ -247,7 +218,7 @@ def node_self_drain(*, name: str) -> Node:
             return node
         node.draining = node.self_draining = True
         events.node_event(node, "shutting_down", actor=name)
-        return _save(node, "draining", "self_draining")
+        return node_save(node, "draining", "self_draining")
 
 
 def node_drain(*, name: str, actor: Any) -> Node:
@@ -276,7 +247,7 @@ def node_update(
         node.capacity = capacity
         fields.append("capacity")
     events.node_event(node, "edited", actor=actor, labels=labels, capacity=capacity)
-    return _save(node, *fields)
+    return node_save(node, *fields)
 
 
 @transaction.atomic

@@ -16,7 +16,7 @@ from django.utils import timezone
 from hivemind_web.hub.models import Task, Team
 from hivemind_web.hub.services import events
 from hivemind_web.hub.services.attempts import attempt_end
-from hivemind_web.hub.services.tasks import (
+from hivemind_web.hub.services.transitions import (
     ACTIVE,
     FAILED,
     PENDING,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from django.db import transaction
@@ -17,8 +18,8 @@ from hivemind_web.hub.agents import hub_registry
 from hivemind_web.hub.models import Node, Task
 from hivemind_web.hub.services import events
 from hivemind_web.hub.services.errors import AtCapacity, ServiceValidationError
-from hivemind_web.hub.services.tasks import _start_after_commit, hub_limits
 from hivemind_web.hub.services.teams import team_get_or_create, validate_team_name
+from hivemind_web.hub.services.transitions import _start_after_commit, hub_limits
 
 ERR_INPUT_TOO_LARGE = "input is {size} bytes; the limit is {limit} bytes"
 ERR_UNKNOWN_AGENT = "unknown agent {agent!r}; known agents: {known}"
@@ -44,8 +45,10 @@ def validate_submission(
     team: Any,
     node_selector: Any,
     affinity: Any,
+    known: Collection[str] | None = None,
 ) -> ExecuteRequest:
-    """Check every field (all errors at once) and return the request the router will get."""
+    """Check every field (all errors at once) and return the request the router will get.
+    ``known``: the agents that exist (read from the database when not given)."""
     errors: dict[str, str] = {}
     if not isinstance(input, str):
         errors["input"] = "must be a string"
@@ -56,9 +59,11 @@ def validate_submission(
         if size > limit:
             errors["input"] = ERR_INPUT_TOO_LARGE.format(size=size, limit=limit)
     if isinstance(agent_id, str) and agent_id.strip():
-        known = known_agents()
+        known = known_agents() if known is None else known
         if agent_id not in known:
-            errors["agent_id"] = ERR_UNKNOWN_AGENT.format(agent=agent_id, known=", ".join(known))
+            errors["agent_id"] = ERR_UNKNOWN_AGENT.format(
+                agent=agent_id, known=", ".join(sorted(known))
+            )
     if team not in (None, "") and (problem := validate_team_name(team)):
         errors["team"] = problem
     request = None
@@ -119,23 +124,45 @@ def task_submit_many(
     *, actor: Any, items: list[dict[str, Any]], start: bool = True, single: bool = False
 ) -> list[Task]:
     """Submit several tasks at once: all valid and stored, or none (errors by item index)."""
+    requests = validate_items(items, single=single)
+    return tasks_store(actor=actor, requests=requests, start=start)
+
+
+def validate_items(
+    items: list[dict[str, Any]], *, single: bool = False, known: Collection[str] | None = None
+) -> list[ExecuteRequest]:
+    """Every item checked; ServiceValidationError with every problem, keyed by item index
+    (``single``: the one item's errors, as a single submission reports them)."""
+    if known is None and items:
+        known = known_agents()
     requests, errors = [], {}
     for i, item in enumerate(items):
         try:
-            requests.append(validate_submission(**item))
+            requests.append(validate_submission(**item, known=known))
         except ServiceValidationError as exc:
             errors[str(i)] = exc.errors if single else {k: [v] for k, v in exc.errors.items()}
     if errors:
         raise ServiceValidationError(errors["0"] if single else {"tasks": errors})
+    return requests
+
+
+def tasks_store(*, actor: Any, requests: list[ExecuteRequest], start: bool = True) -> list[Task]:
+    """Store validated requests as pending tasks (all or none) and, once committed, hand
+    them to the runtime. Refused (AtCapacity) when the local queue cannot take them."""
     local = sum(1 for r in requests if r.strategy == ExecutionStrategy.LOCAL)
     if start and local:
         refusal = intents.port().local_capacity_refusal(extra=local - 1)
         if refusal:
             raise AtCapacity(refusal)
     tasks = []
+    teams: dict[str, Any] = {}
     with transaction.atomic():
         for request in requests:
-            team_row = team_get_or_create(name=request.team_id) if request.team_id else None
+            team_row = None
+            if request.team_id:
+                team_row = teams.get(request.team_id)
+                if team_row is None:
+                    team_row = teams[request.team_id] = team_get_or_create(name=request.team_id)
             task = Task.objects.create(
                 agent_id=request.agent_id,
                 input=request.input,
@@ -143,7 +170,7 @@ def task_submit_many(
                 team=team_row,
                 node_selector=dict(request.node_selector),
                 affinity=request.affinity_policy.value,
-                submitted_by=actor if getattr(actor, "pk", None) else None,
+                submitted_by_id=getattr(actor, "pk", None),
             )
             events.task_event(task, "submitted", actor=actor, strategy=task.strategy)
             if start:

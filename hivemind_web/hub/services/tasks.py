@@ -8,18 +8,14 @@ a terminal state) changes nothing. Every transition that happens appends a TaskE
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from executor_core.types import (
-    TaskStatus,
-)
-from hivemind_web.hub import broadcast, intents
+from hivemind_web.hub import broadcast
 from hivemind_web.hub.models import Node, Task
 from hivemind_web.hub.services import events
 from hivemind_web.hub.services.attempts import attempt_begin, attempt_end, attempt_update
@@ -27,11 +23,23 @@ from hivemind_web.hub.services.errors import (
     NotFound,
     TransitionError,
 )
-
-PENDING, SCHEDULED, RUNNING = TaskStatus.PENDING, TaskStatus.SCHEDULED, TaskStatus.RUNNING
-SUCCEEDED, FAILED, CANCELLED = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED
-ACTIVE = (PENDING, SCHEDULED, RUNNING)
-BOUND = (SCHEDULED, RUNNING)
+from hivemind_web.hub.services.node_state import release_slot
+from hivemind_web.hub.services.orchestrator import task_handle_failure
+from hivemind_web.hub.services.transitions import (
+    ACTIVE,
+    BOUND,
+    CANCELLED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SCHEDULED,
+    SUCCEEDED,
+    _start_after_commit,
+    _stop_after_commit,
+    _transition,
+    clean_text,
+    hub_limits,
+)
 
 # Why a bind did not happen (task_bind returns True when it did).
 BIND_NODE_FULL = "node_full"
@@ -39,14 +47,6 @@ BIND_NOT_PENDING = "not_pending"
 ERR_TERMINAL = "task {sid} is already {status}"
 ERR_ALREADY_LOCAL = "task {sid} already runs locally"
 TRUNCATED = "\n[truncated]"
-
-
-def hub_limits() -> dict[str, Any]:
-    return settings.HIVEMIND
-
-
-def _start_after_commit(task: Task) -> None:
-    intents.start_attempt(intents.AttemptSpec.of(task))
 
 
 def get_task(session_id: Any, *, lock: bool = False) -> Task:
@@ -60,34 +60,6 @@ def get_task(session_id: Any, *, lock: bool = False) -> Task:
         return qs.get(session_id=session_id)
     except (ValueError, Task.DoesNotExist):
         raise NotFound(f"no task {session_id}") from None
-
-
-def _transition(
-    session_id: Any, attempt: int | None, leaving: Iterable[str], **changes: Any
-) -> Task | None:
-    """The conditional update at the heart of every transition; the task when it happened."""
-    qs = Task.objects.filter(session_id=session_id, status__in=list(leaving))
-    if attempt is not None:
-        qs = qs.filter(attempts=attempt)
-    if qs.update(updated_at=timezone.now(), **changes) != 1:
-        return None
-    return Task.objects.select_related("team", "node").get(session_id=session_id)
-
-
-def release_slot(node_id: int | None, session_id: Any = None) -> None:
-    """Give back the capacity a bound task held on its node (and tell the scheduler)."""
-    if session_id is not None:
-        intents.attempt_ended(str(session_id))
-    if node_id is None:
-        return
-    Node.objects.filter(pk=node_id, running__gt=0).update(
-        running=F("running") - 1, updated_at=timezone.now()
-    )
-    node = Node.objects.filter(pk=node_id).first()
-    if node is not None:
-        from hivemind_web.hub.services.nodes import node_settle_drain
-
-        node_settle_drain(node)
 
 
 @transaction.atomic
@@ -206,11 +178,6 @@ def task_mark_running(
     return task is not None
 
 
-def clean_text(text: str) -> str:
-    """Text as the database can store it: PostgreSQL refuses NUL characters outright."""
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
-
-
 def _bounded_output(text: str) -> str:
     limit = hub_limits()["MAX_OUTPUT_BYTES"]
     text = clean_text(text or "")
@@ -273,8 +240,6 @@ def task_finish(
     actor: Any = None,
 ) -> Task | None:
     """Record an attempt's end. A failure goes to the team orchestrator, which may retry."""
-    from hivemind_web.hub.services.orchestrator import task_handle_failure
-
     qs = Task.objects.select_related("team", "node").select_for_update(of=("self",))
     qs = qs.filter(session_id=session_id, attempts=attempt, status__in=list(ACTIVE))
     if node_name is not None:
@@ -318,11 +283,6 @@ def task_cancel(*, session_id: Any, actor: Any) -> Task:
     events.task_event(done, "cancelled", actor=actor)
     _stop_after_commit(task)
     return done
-
-
-def _stop_after_commit(task: Task) -> None:
-    """Stop the attempt where it runs: a cancel frame to its node, or the local executor."""
-    intents.stop_attempt(str(task.session_id), task.node.name if task.node_id else None)
 
 
 @transaction.atomic

@@ -1,0 +1,56 @@
+"""A node's derived status and its bound-slot count: the part of node state that task
+transitions change too (a slot given back can finish an operator's drain)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import F
+from django.utils import timezone
+
+from hivemind_web.hub import intents
+from hivemind_web.hub.models import Node
+from hivemind_web.hub.services import events
+
+
+def derive_status(node: Node) -> str:
+    """One status word from health and intent: not_ready beats draining beats cordoned."""
+    if not node.healthy:
+        return Node.Status.NOT_READY
+    if node.draining:
+        return Node.Status.DRAINING
+    if node.cordoned:
+        return Node.Status.CORDONED
+    return Node.Status.READY
+
+
+def node_save(node: Node, *fields: str) -> Node:
+    node.status = derive_status(node)
+    node.save(update_fields=[*fields, "status", "updated_at"])
+    events.publish_node(node)
+    # What the scheduler decides on changed: its picture of the fleet follows the database.
+    intents.nodes_changed()
+    return node
+
+
+def node_settle_drain(node: Node) -> None:
+    """A node an operator drained stays unschedulable once its last task ended: drained means
+    cordoned. A node draining itself for a shutdown stays draining until it says hello."""
+    node.refresh_from_db(fields=["running", "draining", "self_draining", "cordoned", "healthy"])
+    if node.draining and not node.self_draining and node.running == 0:
+        node.draining, node.cordoned = False, True
+        node_save(node, "draining", "cordoned")
+
+
+def release_slot(node_id: int | None, session_id: Any = None) -> None:
+    """Give back the capacity a bound task held on its node (and tell the scheduler)."""
+    if session_id is not None:
+        intents.attempt_ended(str(session_id))
+    if node_id is None:
+        return
+    Node.objects.filter(pk=node_id, running__gt=0).update(
+        running=F("running") - 1, updated_at=timezone.now()
+    )
+    node = Node.objects.filter(pk=node_id).first()
+    if node is not None:
+        node_settle_drain(node)

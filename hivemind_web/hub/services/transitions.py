@@ -1,0 +1,56 @@
+"""The primitives every task transition is made of (DESIGN §4).
+
+Each transition is one conditional UPDATE guarded by the statuses it may leave and by the
+attempt number, so a stale or duplicate report (an old attempt, a second start, anything after
+a terminal state) changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from executor_core.types import TaskStatus
+from hivemind_web.hub import intents
+from hivemind_web.hub.models import Task
+from hivemind_web.hub.services.node_state import release_slot
+
+__all__ = ["release_slot"]
+
+PENDING, SCHEDULED, RUNNING = TaskStatus.PENDING, TaskStatus.SCHEDULED, TaskStatus.RUNNING
+SUCCEEDED, FAILED, CANCELLED = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED
+ACTIVE = (PENDING, SCHEDULED, RUNNING)
+BOUND = (SCHEDULED, RUNNING)
+
+
+def hub_limits() -> dict[str, Any]:
+    return settings.HIVEMIND
+
+
+def _start_after_commit(task: Task) -> None:
+    intents.start_attempt(intents.AttemptSpec.of(task))
+
+
+def _stop_after_commit(task: Task) -> None:
+    """Stop the attempt where it runs: a cancel frame to its node, or the local executor."""
+    intents.stop_attempt(str(task.session_id), task.node.name if task.node_id else None)
+
+
+def _transition(
+    session_id: Any, attempt: int | None, leaving: Iterable[str], **changes: Any
+) -> Task | None:
+    """The conditional update at the heart of every transition; the task when it happened."""
+    qs = Task.objects.filter(session_id=session_id, status__in=list(leaving))
+    if attempt is not None:
+        qs = qs.filter(attempts=attempt)
+    if qs.update(updated_at=timezone.now(), **changes) != 1:
+        return None
+    return Task.objects.select_related("team", "node").get(session_id=session_id)
+
+
+def clean_text(text: str) -> str:
+    """Text as the database can store it: PostgreSQL refuses NUL characters outright."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
