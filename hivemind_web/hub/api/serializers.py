@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from hivemind_web.hub.models import Node, NodeEvent, Task, TaskEvent, Team
+from hivemind_web.hub.models import Node, NodeEvent, Task, TaskAttempt, TaskEvent, Team
 from hivemind_web.hub.snapshots import NODE_FIELDS, TASK_FIELDS
 
 
@@ -40,6 +40,25 @@ class TaskBatchSerializer(serializers.Serializer):
     tasks = serializers.ListField(
         child=serializers.DictField(), min_length=1, max_length=500, allow_empty=False
     )
+
+
+class TaskAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TaskAttempt
+        fields = [
+            "number",
+            "route",
+            "node",
+            "reason",
+            "fallback_reason",
+            "placement",
+            "status",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
 
 
 class TaskEventSerializer(serializers.ModelSerializer):

@@ -9,6 +9,9 @@ urlpatterns = [
     path("tasks/batch/", views.TaskBatch.as_view(), name="api-task-batch"),
     path("tasks/<str:session_id>/", views.TaskDetail.as_view(), name="api-task"),
     path("tasks/<str:session_id>/events/", views.TaskEvents.as_view(), name="api-task-events"),
+    path(
+        "tasks/<str:session_id>/attempts/", views.TaskAttempts.as_view(), name="api-task-attempts"
+    ),
     path("tasks/<str:session_id>/cancel/", views.TaskCancel.as_view(), name="api-task-cancel"),
     path(
         "tasks/<str:session_id>/fallback/", views.TaskFallback.as_view(), name="api-task-fallback"

@@ -21,6 +21,7 @@ from hivemind_web.hub.api.serializers import (
     NodeRegisterSerializer,
     NodeSerializer,
     NodeUpdateSerializer,
+    TaskAttemptSerializer,
     TaskBatchSerializer,
     TaskDetailSerializer,
     TaskEventSerializer,
@@ -102,6 +103,15 @@ class TaskEvents(generics.ListAPIView):
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         return task_services.get_task(self.kwargs["session_id"]).events.all()
+
+
+class TaskAttempts(generics.ListAPIView):
+    """Each attempt of the task: where it went and why, when it ran, how it ended."""
+
+    serializer_class = TaskAttemptSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return task_services.get_task(self.kwargs["session_id"]).attempt_rows.all()
 
 
 class TaskCancel(APIView):

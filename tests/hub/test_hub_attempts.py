@@ -1,0 +1,106 @@
+"""Attempts are data (DESIGN §10): each attempt of a task is a TaskAttempt row written by the
+transition services, and the API lists them at /api/v1/tasks/{id}/attempts/."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group, User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from hivemind_web.hub.models import TaskAttempt
+from hivemind_web.hub.services import nodes as node_services
+from hivemind_web.hub.services import submission
+from hivemind_web.hub.services import tasks as task_services
+from hivemind_web.hub.services import teams as team_services
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def bob() -> APIClient:
+    """A viewer."""
+    user = User.objects.create_user("bob", password="pw-bob")
+    user.groups.add(Group.objects.get(name="viewer"))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+def ready_node(name: str) -> None:
+    node_services.node_create(name=name, capacity=2)
+    node_services.node_connected(name=name, version="1", labels={}, capacity=2, agents=[])
+
+
+def run_on(sid: str, attempt: int, node: str) -> None:
+    assert task_services.task_mark_routed(
+        session_id=sid, attempt=attempt, route="golem", reason="requested golem", owner="hub-a"
+    )
+    assert task_services.task_bind(
+        session_id=sid, attempt=attempt, node_name=node, reason="least loaded", score=87.5
+    )
+    assert task_services.task_mark_running(session_id=sid, attempt=attempt, node_name=node)
+
+
+def test_a_remote_attempt_records_its_node_placement_times_and_outcome(bob: APIClient) -> None:
+    ready_node("n1")
+    task = submission.task_submit(actor=None, agent_id="echo", strategy="golem", start=False)
+    sid = str(task.session_id)
+    run_on(sid, 1, "n1")
+    task_services.task_finish(
+        session_id=sid, attempt=1, status="succeeded", output="ok", node_name="n1"
+    )
+    response = bob.get(f"/api/v1/tasks/{sid}/attempts/")
+    assert response.status_code == 200
+    [attempt] = response.json()["results"]
+    assert attempt["number"] == 1 and attempt["route"] == "golem" and attempt["node"] == "n1"
+    assert attempt["reason"] == "requested golem" and attempt["status"] == "succeeded"
+    assert attempt["placement"] == {"node": "n1", "score": 87.5, "reason": "least loaded"}
+    assert attempt["started_at"] and attempt["finished_at"]
+    assert bob.get(f"/api/v1/tasks/{sid}/").json()["attempts"] == 1
+
+
+def test_a_retry_is_a_second_attempt_on_another_node() -> None:
+    ready_node("n1")
+    ready_node("n2")
+    team_services.team_get_or_create(name="red")
+    task = submission.task_submit(
+        actor=None, agent_id="echo", strategy="golem", team="red", start=False
+    )
+    sid = str(task.session_id)
+    run_on(sid, 1, "n1")
+    task_services.task_finish(
+        session_id=sid, attempt=1, status="failed", error="boom", node_name="n1"
+    )
+    run_on(sid, 2, "n2")
+    rows = list(TaskAttempt.objects.filter(task=task).order_by("number"))
+    assert [(a.number, a.node, a.status) for a in rows] == [
+        (1, "n1", "failed"),
+        (2, "n2", "running"),
+    ]
+    assert rows[0].error == "boom"
+
+
+def test_a_fallback_is_recorded_on_its_attempt() -> None:
+    task = submission.task_submit(actor=None, agent_id="echo", strategy="golem", start=False)
+    sid = str(task.session_id)
+    task_services.task_mark_routed(session_id=sid, attempt=1, route="golem", reason="golem")
+    task_services.task_record_fallback(session_id=sid, attempt=1, reason="0/0 nodes available")
+    first = TaskAttempt.objects.get(task=task, number=1)
+    assert first.route == "local" and first.fallback_reason == "0/0 nodes available"
+
+
+def test_forcing_a_remote_task_local_supersedes_its_attempt() -> None:
+    ready_node("n1")
+    task = submission.task_submit(actor=None, agent_id="echo", strategy="golem", start=False)
+    sid = str(task.session_id)
+    run_on(sid, 1, "n1")
+    moved = task_services.task_force_fallback(session_id=sid, actor=None)
+    first = TaskAttempt.objects.get(task=task, number=1)
+    assert first.status == "superseded" and first.finished_at is not None
+    assert moved.attempts == 2 and moved.node is None
+
+
+def test_attempts_of_an_unknown_task_are_a_404(bob: APIClient) -> None:
+    response = bob.get("/api/v1/tasks/00000000-0000-0000-0000-000000000000/attempts/")
+    assert response.status_code == 404
