@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -29,6 +30,10 @@ from hivemind_web.hub.services.tasks import BIND_NODE_FULL, BOUND, task_bind
 log = logging.getLogger(__name__)
 
 RESYNC_EVERY = 1.0
+# A decision that finds no node against a picture older than this looks again, at the
+# database's, before it counts as a scheduling failure (a node that joined through another
+# hub process a moment ago must not be missed).
+FRESH_FOR = 0.05
 # Node changes announced together are applied in one resync.
 RESYNC_DEBOUNCE = 0.02
 ERR_BIND_CONFLICT = "bind conflict: node {node} filled up under us {n} times"
@@ -77,6 +82,7 @@ class HubScheduler:
         self._synced = asyncio.Event()
         self._wanted = asyncio.Event()
         self.resyncs = 0
+        self._synced_at = 0.0
         # Every agent some node advertises (as of the last resync).
         self.agents: frozenset[str] = frozenset()
 
@@ -124,6 +130,7 @@ class HubScheduler:
                 self.index.add(node, sid, team)
         self.agents = frozenset(agents)
         self.resyncs += 1
+        self._synced_at = time.monotonic()
         self._synced.set()
 
     async def ready(self) -> None:
@@ -136,7 +143,7 @@ class HubScheduler:
         await self.ready()
         sid, node = request.session_id, ""
         for _ in range(self.retries):
-            placement = self.cluster.place(request)
+            placement = await self._decide(self.cluster.place, request)
             node = placement.node
             self._binding[sid] = (node, self.writer.seq)
             try:
@@ -170,11 +177,20 @@ class HubScheduler:
         """Load fraction of the node the scheduler would pick now (for ``auto``)."""
         await self.ready()
         try:
-            placement = self.cluster.evaluate(request)
+            placement = await self._decide(self.cluster.evaluate, request)
         except SchedulingError:
             return None
         info = self.cluster.node(placement.node)
         return info.load if info is not None else None
+
+    async def _decide(self, decide: Any, request: ScheduleRequest) -> Placement:
+        try:
+            return decide(request)
+        except SchedulingError:
+            if time.monotonic() - self._synced_at <= FRESH_FOR:
+                raise
+        await self.resync()
+        return decide(request)
 
     def release(self, session_id: str) -> None:
         """The session's slot is free again (its attempt ended or was moved)."""
