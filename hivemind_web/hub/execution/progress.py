@@ -48,7 +48,7 @@ class ProgressCoalescer:
         await asyncio.sleep(self._interval)
         batch, self._pending = self._pending, {}
         if batch:
-            await self._writer.run(task_record_progress, batch)
+            await self._writer.run(task_record_progress, updates=batch)
 
     async def flush(self, session_id: str) -> None:
         await self.flush_nowait(session_id)
@@ -57,7 +57,7 @@ class ProgressCoalescer:
         """Queue the task's pending figures now; what is queued after lands after them."""
         entry = self._pending.pop(session_id, None)
         if entry:
-            return self._writer.enqueue(task_record_progress, {session_id: entry})
+            return self._writer.enqueue(task_record_progress, updates={session_id: entry})
         done = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done

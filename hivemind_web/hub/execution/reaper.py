@@ -117,8 +117,8 @@ class Reaper:
         rt, cfg = self.runtime, self.runtime.cfg
         self._ticks += 1
         beats, rt.heartbeats = rt.heartbeats, {}
-        # On the heartbeat lane: never behind a backlog of task writes.
-        await rt.beats_writer.run(
+        # Ahead of the queue: never behind a backlog of task writes.
+        await rt.writer.enqueue_first(
             node_services.node_flush_heartbeats, beats, sample=self._ticks % SAMPLE_EVERY == 0
         )
         now = timezone.now()
@@ -126,9 +126,11 @@ class Reaper:
         # only over time this hub has been listening, or a hub outage fails live nodes.
         up_for = time.monotonic() - rt.started_at
         if up_for > cfg["HEARTBEAT_GRACE"]:
-            await rt.beats_writer.run(
+            grace = cfg["HEARTBEAT_GRACE"]
+            await rt.writer.enqueue_first(
                 node_services.node_mark_stale,
-                silent_since=now - timedelta(seconds=cfg["HEARTBEAT_GRACE"]),
+                silent_since=now - timedelta(seconds=grace),
+                heard=rt.heard_since(grace),
             )
         if up_for > cfg["LOST_AFTER"]:
             await rt.writer.run(

@@ -42,6 +42,7 @@ from hivemind_web.hub.execution.scheduler import HubScheduler
 from hivemind_web.hub.execution.writer import GroupWriter
 from hivemind_web.hub.intents import AttemptSpec
 from hivemind_web.hub.services import tasks as task_services
+from hivemind_web.hub.services.batched import BATCHED
 from hivemind_web.hub.services.hub import fallback_mode_enabled
 
 log = logging.getLogger(__name__)
@@ -130,14 +131,13 @@ class Runtime:
         cfg = settings.HIVEMIND
         self.cfg = cfg
         self.registry = registry or hub_registry()
-        self.writer = GroupWriter("hivemind-db")
-        # Heartbeats have a lane (thread and connection) of their own: a backlog of task
-        # writes must never make live nodes look silent.
-        self.beats_writer = GroupWriter("hivemind-beats")
+        self.writer = GroupWriter("hivemind-db", batched=BATCHED)
         self.progress = ProgressCoalescer(self.writer, cfg["PROGRESS_FLUSH"])
         self.observer = HubObserver(self.writer, self.progress)
-        # Heartbeats wait here until the reaper writes them in one batch.
+        # Heartbeats wait here until the reaper writes them in one batch; ``heard`` is when
+        # this process last heard each node (monotonic), written or not.
         self.heartbeats: dict[str, dict[str, Any]] = {}
+        self.heard: dict[str, float] = {}
         self.fallback_mode = False
         self.local = LocalExecutor(
             self.registry,
@@ -201,7 +201,6 @@ class Runtime:
         for task in list(self._background):
             task.cancel()
         self.writer.close()
-        self.beats_writer.close()
 
     async def _recover(self) -> None:
         from hivemind_web.hub.execution.reaper import recover_after_restart
@@ -276,6 +275,12 @@ class Runtime:
 
     def note_heartbeat(self, node: str, beat: dict[str, Any]) -> None:
         self.heartbeats[node] = beat
+        self.heard[node] = time.monotonic()
+
+    def heard_since(self, seconds_ago: float) -> list[str]:
+        """Nodes this process heard from within the last ``seconds_ago`` seconds."""
+        since = time.monotonic() - seconds_ago
+        return [name for name, at in self.heard.items() if at >= since]
 
     def report_progress(self, session_id: str, **report: Any) -> None:
         self.progress.add(session_id, **report)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -41,8 +41,12 @@ class _Call:
 class GroupWriter:
     """Database calls from the hub loop, in order, group-committed on one connection."""
 
-    def __init__(self, name: str = "hivemind-db") -> None:
+    def __init__(
+        self, name: str = "hivemind-db", batched: Mapping[Callable, Any] | None = None
+    ) -> None:
         self.name = name
+        # Calls whose function has a many-at-once form here are applied together.
+        self.batched = dict(batched or {})
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._queue: list[_Call] = []
         self._wake: asyncio.Event | None = None
@@ -72,6 +76,15 @@ class GroupWriter:
         self._ensure().set()
         return future
 
+    def enqueue_first(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future:
+        """Queue ``fn`` ahead of everything waiting (heartbeats: never behind task writes).
+        Only for calls whose place in the order does not matter."""
+        future = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        self._queue.insert(0, _Call(fn, args, kwargs, future, self._seq))
+        self._ensure().set()
+        return future
+
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await self.enqueue(fn, *args, **kwargs)
 
@@ -83,7 +96,7 @@ class GroupWriter:
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 try:
-                    outcomes = await loop.run_in_executor(self._thread, _apply, batch)
+                    outcomes = await loop.run_in_executor(self._thread, _apply, batch, self.batched)
                 except BaseException as exc:  # the loop is shutting down, or a bug
                     for call in batch:
                         if not call.future.done():
@@ -108,19 +121,59 @@ class GroupWriter:
         self._thread.shutdown(wait=False)
 
 
-def _apply(batch: list[_Call]) -> list[tuple[bool, Any]]:
+def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bool, Any]]:
     """Run a batch in one transaction on this thread's connection (kept open between
-    batches); one call's failure rolls back only its own savepoint."""
-    outcomes: list[tuple[bool, Any]] = []
+    batches); one call's failure rolls back only its own savepoint.
+
+    Calls with a many-at-once form are gathered per function and applied together, as long
+    as no two gathered calls concern the same task: a call on a task already gathered, or
+    any call without such a form, first applies what was gathered, so each task's calls
+    still land in queue order, and a read sees every write queued before it.
+    """
+    outcomes: list[tuple[bool, Any]] = [(False, None)] * len(batch)
+    groups: dict[Callable, list[int]] = {}
+    sessions: set[Any] = set()
+
+    def single(i: int) -> None:
+        call = batch[i]
+        try:
+            with transaction.atomic():
+                outcomes[i] = (True, call.fn(*call.args, **call.kwargs))
+        except Exception as exc:
+            log.exception("hub write %s failed", getattr(call.fn, "__name__", call.fn))
+            outcomes[i] = (False, exc)
+
+    def apply_groups() -> None:
+        for fn, indexes in groups.items():
+            if len(indexes) == 1:
+                single(indexes[0])
+                continue
+            try:
+                with transaction.atomic():
+                    results = batched[fn].many([batch[i].kwargs for i in indexes])
+            except Exception:
+                log.exception("hub batch of %d %s failed; one by one", len(indexes), fn.__name__)
+                for i in indexes:
+                    single(i)
+                continue
+            for i, result in zip(indexes, results, strict=True):
+                outcomes[i] = (True, result)
+        groups.clear()
+        sessions.clear()
+
     try:
         with transaction.atomic():
-            for call in batch:
-                try:
-                    with transaction.atomic():
-                        outcomes.append((True, call.fn(*call.args, **call.kwargs)))
-                except Exception as exc:
-                    log.exception("hub write %s failed", getattr(call.fn, "__name__", call.fn))
-                    outcomes.append((False, exc))
+            for i, call in enumerate(batch):
+                form = batched.get(call.fn)
+                keys = form.sessions(call.kwargs) if form is not None and not call.args else None
+                if keys is None or not sessions.isdisjoint(keys):
+                    apply_groups()
+                if keys is None:
+                    single(i)
+                    continue
+                groups.setdefault(call.fn, []).append(i)
+                sessions.update(keys)
+            apply_groups()
     except DatabaseError as exc:
         # The commit (or the connection) failed: nothing of the batch is durable. Drop the
         # connection so the next batch opens a fresh one.

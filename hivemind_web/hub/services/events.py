@@ -27,6 +27,18 @@ def task_event(task: Task, kind: str, *, actor: Any = None, **data: Any) -> Task
     return event
 
 
+def task_events(items: list[tuple[Task, str, Any, dict[str, Any]]]) -> None:
+    """Append several events (task, kind, actor, data) in one insert; broadcast each task."""
+    if not items:
+        return
+    TaskEvent.objects.bulk_create(
+        [TaskEvent(task=t, kind=kind, actor=actor_name(a), data=d) for t, kind, a, d in items],
+        batch_size=500,
+    )
+    for task in {id(item[0]): item[0] for item in items}.values():
+        publish_task(task)
+
+
 def publish_task(task: Task) -> None:
     broadcast.publish("task", task_event_data(task), key=str(task.session_id))
 

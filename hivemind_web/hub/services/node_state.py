@@ -33,10 +33,12 @@ def node_save(node: Node, *fields: str) -> Node:
     return node
 
 
-def node_settle_drain(node: Node) -> None:
+def node_settle_drain(node: Node, *, fresh: bool = False) -> None:
     """A node an operator drained stays unschedulable once its last task ended: drained means
-    cordoned. A node draining itself for a shutdown stays draining until it says hello."""
-    node.refresh_from_db(fields=["running", "draining", "self_draining", "cordoned", "healthy"])
+    cordoned. A node draining itself for a shutdown stays draining until it says hello.
+    ``fresh``: the caller just read the node in this transaction."""
+    if not fresh:
+        node.refresh_from_db(fields=["running", "draining", "self_draining", "cordoned", "healthy"])
     if node.draining and not node.self_draining and node.running == 0:
         node.draining, node.cordoned = False, True
         node_save(node, "draining", "cordoned")
@@ -53,4 +55,5 @@ def release_slot(node_id: int | None, session_id: Any = None) -> None:
     )
     node = Node.objects.filter(pk=node_id).first()
     if node is not None:
-        node_settle_drain(node)
+        events.publish_node(node)
+        node_settle_drain(node, fresh=True)

@@ -167,12 +167,16 @@ def node_flush_heartbeats(beats: Mapping[str, Mapping[str, Any]], *, sample: boo
                     events.publish_node(node)
 
 
-def node_mark_stale(*, silent_since: datetime) -> list[str]:
-    """Nodes silent since ``silent_since`` become not_ready. Returns their names."""
+def node_mark_stale(*, silent_since: datetime, heard: Iterable[str] = ()) -> list[str]:
+    """Nodes silent since ``silent_since`` become not_ready. Returns their names.
+    ``heard``: nodes the caller heard from since then (their heartbeats may not be written
+    yet), which are not silent."""
     names = []
     with transaction.atomic():
-        stale = Node.objects.select_for_update().filter(
-            healthy=True, last_heartbeat__lt=silent_since
+        stale = (
+            Node.objects.select_for_update()
+            .filter(healthy=True, last_heartbeat__lt=silent_since)
+            .exclude(name__in=list(heard))
         )
         for node in stale:
             node.healthy = False

@@ -1,0 +1,305 @@
+"""The hot transitions, many at a time: the same rules as their single forms in ``tasks``.
+
+The runtime's writer applies everything queued in one transaction (DESIGN §10). When it holds
+several calls of one transition, it hands them here together: the rows are read and locked
+in one query, every guard of the single form (status left, attempt, node) is checked on
+them in Python, and the changes go back in a few bulk statements, with one bulk insert of
+the audit events. Under load that is a handful of statements per batch instead of a handful
+per task. Each function returns one result per call, as the single form would have.
+
+A transition with more to decide than these (a failure, which the team orchestrator
+handles) is passed to its single form, call by call.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+from django.db import connection
+from django.db.models import F, Q
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from hivemind_web.hub import intents
+from hivemind_web.hub.models import Node, Task, TaskAttempt
+from hivemind_web.hub.services import events, tasks
+from hivemind_web.hub.services.node_state import node_settle_drain
+from hivemind_web.hub.services.transitions import (
+    ACTIVE,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SCHEDULED,
+    SUCCEEDED,
+    clean_text,
+)
+
+Calls = list[dict[str, Any]]
+
+
+def _locked(session_ids: Iterable[str]) -> dict[str, Task]:
+    rows = (
+        Task.objects.select_related("team", "node")
+        .select_for_update(of=("self",))
+        .filter(session_id__in=list(session_ids))
+    )
+    return {str(task.session_id): task for task in rows}
+
+
+def _save(changed: list[Task], fields: list[str]) -> None:
+    if changed:
+        set_fields(changed, [*fields, "updated_at"])
+
+
+def set_fields(objs: list[Any], fields: list[str]) -> None:
+    """Write ``fields`` of each object, one prepared UPDATE executed for all of them.
+
+    Django's bulk_update builds a CASE expression per row and field, which costs more
+    than the rows; the driver's executemany runs one statement text many times.
+    """
+    meta = type(objs[0])._meta
+    columns = [meta.get_field(name) for name in fields]
+    quote = connection.ops.quote_name
+    sql = "UPDATE {} SET {} WHERE {} = %s".format(
+        quote(meta.db_table),
+        ", ".join(f"{quote(c.column)} = %s" for c in columns),
+        quote(meta.pk.column),
+    )
+    params = [
+        [c.get_db_prep_save(getattr(obj, c.attname), connection) for c in columns] + [obj.pk]
+        for obj in objs
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
+def _attempts_update(pairs: list[tuple[int, int]], **fields: Any) -> None:
+    """The same change on several (task pk, attempt number) records, in one statement."""
+    if not pairs:
+        return
+    match = Q()
+    for task_pk, number in pairs:
+        match |= Q(task_id=task_pk, number=number)
+    TaskAttempt.objects.filter(match).update(**fields)
+
+
+def _attempt_records(pairs: Iterable[tuple[int, int]]) -> list[TaskAttempt]:
+    match = Q()
+    for task_pk, number in pairs:
+        match |= Q(task_id=task_pk, number=number)
+    return list(TaskAttempt.objects.filter(match)) if match else []
+
+
+def mark_running_many(calls: Calls) -> list[bool]:
+    now = timezone.now()
+    rows = _locked(c["session_id"] for c in calls)
+    results, changed, started = [], [], []
+    for call in calls:
+        task, node_name = rows.get(call["session_id"]), call.get("node_name")
+        if task is None or task.attempts != call["attempt"]:
+            results.append(False)
+            continue
+        if node_name is None:
+            ok = task.status == PENDING
+            if ok:
+                task.owner, task.route = call.get("owner", ""), Task.Route.LOCAL
+        else:
+            ok = task.status == SCHEDULED and task.node_id and task.node.name == node_name
+        if ok:
+            task.status, task.started_at, task.updated_at = RUNNING, now, now
+            changed.append(task)
+            started.append((task, "started", None, {"node": node_name, "attempt": task.attempts}))
+        results.append(bool(ok))
+    _save(changed, ["status", "started_at", "owner", "route"])
+    _attempts_update([(t.pk, t.attempts) for t in changed], status="running", started_at=now)
+    events.task_events(started)
+    return results
+
+
+def mark_routed_many(calls: Calls) -> list[bool]:
+    now = timezone.now()
+    rows = _locked(c["session_id"] for c in calls)
+    results, changed, routed = [], [], []
+    for call in calls:
+        task = rows.get(call["session_id"])
+        ok = (
+            task is not None
+            and task.attempts == call["attempt"]
+            and task.status == PENDING
+            and task.route_reason == ""
+        )
+        if ok:
+            route = call["route"]
+            reason = call["reason"] or f"strategy {route}"
+            task.route, task.route_reason, task.owner = route, reason, call.get("owner", "")
+            task.updated_at = now
+            changed.append(task)
+            routed.append((task, "routed", None, {"route": route, "reason": reason}))
+        results.append(ok)
+    _save(changed, ["route", "route_reason", "owner"])
+    # Re-claimed attempts (a hub restart released them) already have a record: refresh it.
+    existing = set(
+        TaskAttempt.objects.filter(
+            task__in=[t.pk for t in changed], number__in={t.attempts for t in changed}
+        ).values_list("task_id", "number")
+    )
+    fresh = []
+    for task in changed:
+        fields = {"route": task.route, "reason": task.route_reason, "owner": task.owner}
+        if (task.pk, task.attempts) in existing:
+            TaskAttempt.objects.filter(task=task, number=task.attempts).update(
+                status="routing", **fields
+            )
+        else:
+            fresh.append(TaskAttempt(task=task, number=task.attempts, **fields))
+    TaskAttempt.objects.bulk_create(fresh, batch_size=200)
+    events.task_events(routed)
+    return results
+
+
+def bind_many(calls: Calls) -> list[bool | str]:
+    """Binds grouped by node: one conditional UPDATE takes all of a node's slots at once;
+    when the node cannot take them all, its binds are tried one by one (the single form)."""
+    now = timezone.now()
+    rows = _locked(c["session_id"] for c in calls)
+    results: list[bool | str | None] = [None] * len(calls)
+    by_node: dict[str, list[int]] = defaultdict(list)
+    for i, call in enumerate(calls):
+        task = rows.get(call["session_id"])
+        if task is None or task.attempts != call["attempt"] or task.status != PENDING:
+            results[i] = tasks.BIND_NOT_PENDING
+        else:
+            by_node[call["node_name"]].append(i)
+    nodes = {n.name: n for n in Node.objects.filter(name__in=list(by_node))}
+    changed, scheduled, touched, placements = [], [], [], {}
+    for name, indexes in by_node.items():
+        k = len(indexes)
+        taken = Node.objects.filter(
+            name=name, status=Node.Status.READY, running__lte=F("capacity") - k
+        ).update(running=F("running") + k, updated_at=now)
+        if not taken or name not in nodes:
+            for i in indexes:  # not room for all: first come, first served
+                results[i] = tasks.task_bind(**calls[i])
+            continue
+        node = nodes[name]
+        touched.append(node)
+        for i in indexes:
+            call, task = calls[i], rows[calls[i]["session_id"]]
+            task.status, task.node, task.route, task.updated_at = (
+                SCHEDULED,
+                node,
+                Task.Route.GOLEM,
+                now,
+            )
+            changed.append(task)
+            data = {"node": name, "attempt": task.attempts, "placement": call.get("reason", "")}
+            scheduled.append((task, "scheduled", None, data))
+            placements[(task.pk, task.attempts)] = {
+                "node": name,
+                "score": call.get("score", 0.0),
+                "reason": data["placement"],
+            }
+            results[i] = True
+    _save(changed, ["status", "node", "route"])
+    records = _attempt_records(placements)
+    for record in records:
+        record.placement = placements[(record.task_id, record.number)]
+        record.route, record.node = Task.Route.GOLEM, record.placement["node"]
+        record.status = "scheduled"
+    if records:
+        set_fields(records, ["placement", "route", "node", "status"])
+    for node in Node.objects.filter(pk__in=[n.pk for n in touched]):
+        events.publish_node(node)
+    events.task_events(scheduled)
+    return results  # type: ignore[return-value]
+
+
+def finish_many(calls: Calls) -> list[Task | None]:
+    """Ends of attempts; failures go through the single form (the team orchestrator)."""
+    now = timezone.now()
+    rows = _locked(c["session_id"] for c in calls)
+    results: list[Task | None] = [None] * len(calls)
+    changed, ended, freed = [], [], Counter()
+    by_status: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    errors: dict[tuple[int, int], str] = {}
+    for i, call in enumerate(calls):
+        task, node_name = rows.get(call["session_id"]), call.get("node_name")
+        if (
+            task is None
+            or task.attempts != call["attempt"]
+            or task.status not in ACTIVE
+            or (node_name is not None and (not task.node_id or task.node.name != node_name))
+        ):
+            continue
+        status = call["status"]
+        if status == FAILED:
+            results[i] = tasks.task_finish(**call)
+            continue
+        node_id = task.node_id
+        task.status, task.finished_at, task.updated_at = status, now, now
+        task.output = tasks._bounded_output(call.get("output", ""))
+        if status == SUCCEEDED:
+            task.progress = 100.0
+        if call.get("error"):
+            task.error = clean_text(call["error"])[:10000]
+            errors[(task.pk, task.attempts)] = task.error
+        changed.append(task)
+        by_status[status].append((task.pk, task.attempts))
+        if node_id is not None:
+            freed[node_id] += 1
+        intents.attempt_ended(call["session_id"])
+        actor = call.get("actor") or node_name
+        ended.append((task, status, actor, {"node": node_name}))
+        results[i] = task
+    _save(changed, ["status", "finished_at", "output", "progress", "error"])
+    for status, pairs in by_status.items():
+        plain = [p for p in pairs if p not in errors]
+        _attempts_update(plain, status=status, finished_at=now)
+        for pair in pairs:
+            if pair in errors:
+                _attempts_update([pair], status=status, finished_at=now, error=errors[pair])
+    for node_id, k in freed.items():
+        Node.objects.filter(pk=node_id).update(
+            running=Greatest(F("running") - k, 0), updated_at=now
+        )
+    for node in Node.objects.filter(pk__in=list(freed)):
+        events.publish_node(node)
+        node_settle_drain(node, fresh=True)
+    events.task_events(ended)
+    return results
+
+
+def progress_many(calls: Calls) -> list[list[Task]]:
+    """Coalesced progress of several flushes, written as one (they concern other tasks)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for call in calls:
+        merged.update(call["updates"])
+    changed = tasks.task_record_progress(updates=merged)
+    return [changed] * len(calls)
+
+
+def _session(kwargs: dict[str, Any]) -> list[Any]:
+    return [kwargs["session_id"]]
+
+
+def _updated_sessions(kwargs: dict[str, Any]) -> list[Any]:
+    return list(kwargs["updates"])
+
+
+class Batched(NamedTuple):
+    """A transition's many-at-once form, and which tasks a call of it concerns."""
+
+    many: Callable[[Calls], list[Any]]
+    sessions: Callable[[dict[str, Any]], list[Any]] = _session
+
+
+# The writer's table: single form → its many-at-once form.
+BATCHED: dict[Callable[..., Any], Batched] = {
+    tasks.task_mark_running: Batched(mark_running_many),
+    tasks.task_mark_routed: Batched(mark_routed_many),
+    tasks.task_bind: Batched(bind_many),
+    tasks.task_finish: Batched(finish_many),
+    tasks.task_record_progress: Batched(progress_many, _updated_sessions),
+}
