@@ -24,6 +24,7 @@ def test_hive_runs_the_hub_and_its_nodes_and_stops_them_on_ctrl_c(tmp_path: Path
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("HIVEMIND_ADMIN_PASSWORD", None)
+    env.pop("DJANGO_SETTINGS_MODULE", None)  # the tests' own settings are not the product's
     log = open(tmp_path / "hive.log", "wb")  # noqa: SIM115 - owned by the process
     hive = subprocess.Popen(
         [sys.executable, "manage.py", "hive", "--port", str(port), "--nodes", "2"],
