@@ -12,6 +12,8 @@ ERR_REGISTER_AUTO = "cannot register an executor for 'auto': auto chooses betwee
 ERR_UNREGISTERED = "no executor registered for strategy {strategy!r} (registered: {registered})"
 REASON_REQUESTED = "requested {strategy}"
 REASON_NO_GOLEM = "auto: no golem executor registered"
+REASON_GOLEM_UNREGISTERED = "no golem executor registered: running locally"
+REASON_GOLEM_FALLBACK = "golem: " + REASON_GOLEM_UNREGISTERED
 REASON_NO_LOCAL = "auto: no local executor registered"
 REASON_NO_NODE = "auto: no feasible golem node (local load {local:.2f})"
 REASON_LOCAL = "auto: local load {local:.2f} < best node load {node:.2f}"
@@ -50,6 +52,14 @@ class ExecutionRouter:
     async def decide(self, request: ExecuteRequest) -> RouteDecision:
         if request.strategy is ExecutionStrategy.AUTO:
             decision = await self._decide_auto(request)
+        elif request.strategy is ExecutionStrategy.GOLEM and self._falls_back_to_local():
+            # As the Go router: a golem request without a golem executor runs locally.
+            self._observer.on_fallback(request, REASON_GOLEM_UNREGISTERED)
+            decision = RouteDecision(
+                self._executors[ExecutionStrategy.LOCAL],
+                ExecutionStrategy.LOCAL,
+                REASON_GOLEM_FALLBACK,
+            )
         else:
             decision = RouteDecision(
                 self._require(request.strategy),
@@ -80,6 +90,10 @@ class ExecutionRouter:
         if local_load == node_load:
             return RouteDecision(local, ExecutionStrategy.LOCAL, REASON_TIE.format(**loads))
         return RouteDecision(golem, ExecutionStrategy.GOLEM, REASON_GOLEM.format(**loads))
+
+    def _falls_back_to_local(self) -> bool:
+        registered = self._executors
+        return ExecutionStrategy.GOLEM not in registered and ExecutionStrategy.LOCAL in registered
 
     def _require(self, strategy: ExecutionStrategy) -> Executor:
         executor = self._executors.get(strategy)

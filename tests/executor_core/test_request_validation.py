@@ -22,6 +22,8 @@ VALID = {"agent_id": "echo", "session_id": "s-1", "input": "hello"}
         ({"session_id": ""}, "session_id", "non-empty"),
         ({"input": None}, "input", "must be a string"),
         ({"strategy": "fast"}, "strategy", "unknown strategy 'fast'"),
+        ({"strategy": " "}, "strategy", "unknown strategy ' '"),
+        ({"strategy": "Local"}, "strategy", "unknown strategy 'Local'"),
         ({"affinity_policy": "cluster"}, "affinity_policy", "unknown affinity policy 'cluster'"),
         ({"affinity_policy": "require_colocate"}, "affinity_policy", "requires a team"),
         (
@@ -51,6 +53,23 @@ def test_it_rejects_an_invalid_request_naming_the_field(changes, field, fragment
 def test_it_lists_the_known_strategies_when_one_is_unknown():
     with pytest.raises(RequestValidationError, match="expected one of local, golem, auto"):
         ExecuteRequest(**VALID, strategy="fast")
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        ("", ExecutionStrategy.LOCAL),
+        (None, ExecutionStrategy.LOCAL),
+        ("local", ExecutionStrategy.LOCAL),
+        ("golem", ExecutionStrategy.GOLEM),
+        ("auto", ExecutionStrategy.AUTO),
+        (ExecutionStrategy.GOLEM, ExecutionStrategy.GOLEM),
+    ],
+)
+def test_an_empty_strategy_means_local(strategy, expected):
+    request = ExecuteRequest(**VALID, strategy=strategy)
+
+    assert request.strategy is expected
 
 
 def test_it_normalises_strings_to_enums_and_an_empty_team_to_none():

@@ -52,7 +52,7 @@ class FakeGolem:
         return ExecutionResult(request.session_id, TaskStatus.SCHEDULED, self.name, node="n1")
 
 
-def req(strategy: str) -> ExecuteRequest:
+def req(strategy: str | None) -> ExecuteRequest:
     return ExecuteRequest("echo", "s1", "hi", strategy=strategy)
 
 
@@ -81,7 +81,7 @@ async def test_an_explicit_strategy_takes_its_registered_executor(strategy, expe
     ("registered", "strategy", "message"),
     [
         ({}, "local", "no executor registered for strategy 'local' (registered: none)"),
-        ({"local": FakeLocal()}, "golem", "strategy 'golem' (registered: local)"),
+        ({}, "golem", "no executor registered for strategy 'golem' (registered: none)"),
         ({"golem": FakeGolem()}, "local", "strategy 'local' (registered: golem)"),
         ({}, "auto", "no executor registered for strategy 'auto' (registered: none)"),
     ],
@@ -141,6 +141,57 @@ async def test_auto_uses_the_only_registered_side(local, golem, expected, reason
     decision = await router_with(local, golem).decide(req("auto"))
 
     assert (decision.strategy, decision.reason) == (expected, reason)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "reason", "fallbacks"),
+    [
+        ("golem", "golem: no golem executor registered: running locally", 1),
+        ("auto", "auto: no golem executor registered", 0),
+        ("local", "requested local", 0),
+        ("", "requested local", 0),
+        (None, "requested local", 0),
+    ],
+)
+async def test_without_a_golem_executor_every_strategy_runs_locally(strategy, reason, fallbacks):
+    local, observer = FakeLocal(), RecordingObserver()
+    router = router_with(local, observer=observer)
+    request = req(strategy)
+
+    decision = await router.decide(request)
+
+    assert decision == RouteDecision(local, LOCAL, reason)
+    fallback = (
+        "fallback",
+        {"request": request, "reason": "no golem executor registered: running locally"},
+    )
+    assert observer.events == [fallback] * fallbacks + [
+        ("route", {"request": request, "strategy": LOCAL, "reason": reason})
+    ]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"), [("golem", GOLEM), ("local", LOCAL), ("", LOCAL)]
+)
+async def test_with_both_executors_no_strategy_falls_back(strategy, expected):
+    observer = RecordingObserver()
+    router = router_with(FakeLocal(), FakeGolem(), observer)
+
+    decision = await router.decide(req(strategy))
+
+    assert decision.strategy is expected
+    assert observer.names() == ["route"]
+
+
+async def test_a_golem_request_without_golem_runs_on_the_real_local_executor():
+    local = LocalExecutor(default_registry(entry_points=False), concurrency=1)
+    router = router_with(local)
+
+    executor, effective = await router.route(req("golem"))
+
+    assert (executor, effective) == (local, LOCAL)
+    result = await executor.execute(req("golem"))
+    assert (result.status, result.output) == (TaskStatus.SUCCEEDED, "hi")
 
 
 async def test_an_explicit_route_is_reported_to_the_observer():
