@@ -228,7 +228,7 @@ class Runtime:
             here = False
         if here:
             fn()
-        else:
+        elif not self.writer.defer(fn):
             loop.call_soon_threadsafe(fn)
 
     def start_attempt(self, spec: AttemptSpec) -> None:

@@ -146,6 +146,9 @@ class HubScheduler:
             placement = await self._decide(self.cluster.place, request)
             node = placement.node
             self._binding[sid] = (node, self.writer.seq)
+            # In the index at once: the next decision for a team mate must see this one,
+            # bound or not yet (affinity reads the index).
+            self.index.add(node, sid, request.team_id)
             try:
                 outcome = await self.writer.run(
                     task_bind,
@@ -157,12 +160,14 @@ class HubScheduler:
                 )
             except BaseException:
                 self.cluster.release(sid)
+                self.index.remove(sid)
                 raise
             finally:
                 self._binding.pop(sid, None)
             if outcome is True:
                 return placement
             self.cluster.release(sid)
+            self.index.remove(sid)
             if outcome != BIND_NODE_FULL:
                 raise SchedulingError(ERR_NOT_PENDING)
             # Our picture of the node was stale: take the database's before deciding again.

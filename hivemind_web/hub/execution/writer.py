@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -52,6 +53,10 @@ class GroupWriter:
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._seq = 0
+        # Loop callbacks announced from inside a batch (after its commit): run by the drain
+        # once the batch is back on the loop, instead of one loop wake-up each.
+        self._deferred: list[Callable[[], Any]] = []
+        self._ident: int | None = None
         # Figures for the benchmark and the metrics: transactions and calls applied.
         self.batches = 0
         self.calls = 0
@@ -65,6 +70,7 @@ class GroupWriter:
         if self._worker is None or self._worker.done() or self._wake is None:
             self._wake = asyncio.Event()
             self._worker = asyncio.get_running_loop().create_task(self._drain(self._wake))
+            self._thread.submit(self._mark_thread)
         return self._wake
 
     def enqueue(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future:
@@ -75,6 +81,17 @@ class GroupWriter:
         self._queue.append(_Call(fn, args, kwargs, future, self._seq))
         self._ensure().set()
         return future
+
+    def defer(self, fn: Callable[[], Any]) -> bool:
+        """From the writer's own thread: run ``fn`` on the loop right after this batch.
+        False elsewhere (the caller must hand ``fn`` to the loop itself)."""
+        if threading.get_ident() != self._ident:
+            return False
+        self._deferred.append(fn)
+        return True
+
+    def _mark_thread(self) -> None:
+        self._ident = threading.get_ident()
 
     def enqueue_first(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future:
         """Queue ``fn`` ahead of everything waiting (heartbeats: never behind task writes).
@@ -106,6 +123,12 @@ class GroupWriter:
                     raise
                 self.batches += 1
                 self.calls += len(batch)
+                deferred, self._deferred = self._deferred, []
+                for fn in deferred:
+                    try:
+                        fn()
+                    except Exception:
+                        log.exception("after-commit callback failed")
                 for call, (ok, value) in zip(batch, outcomes, strict=True):
                     if call.future.done():
                         continue

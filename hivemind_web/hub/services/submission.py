@@ -154,8 +154,8 @@ def tasks_store(*, actor: Any, requests: list[ExecuteRequest], start: bool = Tru
         refusal = intents.port().local_capacity_refusal(extra=local - 1)
         if refusal:
             raise AtCapacity(refusal)
-    tasks = []
     teams: dict[str, Any] = {}
+    rows = []
     with transaction.atomic():
         for request in requests:
             team_row = None
@@ -163,17 +163,23 @@ def tasks_store(*, actor: Any, requests: list[ExecuteRequest], start: bool = Tru
                 team_row = teams.get(request.team_id)
                 if team_row is None:
                     team_row = teams[request.team_id] = team_get_or_create(name=request.team_id)
-            task = Task.objects.create(
-                agent_id=request.agent_id,
-                input=request.input,
-                strategy=request.strategy.value,
-                team=team_row,
-                node_selector=dict(request.node_selector),
-                affinity=request.affinity_policy.value,
-                submitted_by_id=getattr(actor, "pk", None),
+            rows.append(
+                Task(
+                    agent_id=request.agent_id,
+                    input=request.input,
+                    strategy=request.strategy.value,
+                    team=team_row,
+                    node_selector=dict(request.node_selector),
+                    affinity=request.affinity_policy.value,
+                    submitted_by_id=getattr(actor, "pk", None),
+                )
             )
-            events.task_event(task, "submitted", actor=actor, strategy=task.strategy)
-            if start:
+        # One insert for the tasks, one for their events (the backends return the keys).
+        tasks = Task.objects.bulk_create(rows, batch_size=500)
+        events.task_events(
+            [(task, "submitted", actor, {"strategy": task.strategy}) for task in tasks]
+        )
+        if start:
+            for task in tasks:
                 _start_after_commit(task)
-            tasks.append(task)
     return tasks
