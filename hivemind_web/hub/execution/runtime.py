@@ -36,13 +36,13 @@ from executor_core.types import ExecutionResult, ExecutorError, TaskStatus
 from hivemind_web.hub import intents
 from hivemind_web.hub.agents import hub_registry
 from hivemind_web.hub.broadcast import node_group
+from hivemind_web.hub.execution.batching import BATCHED
 from hivemind_web.hub.execution.dispatcher import NodeDispatcher
 from hivemind_web.hub.execution.progress import ProgressCoalescer
 from hivemind_web.hub.execution.scheduler import HubScheduler
 from hivemind_web.hub.execution.writer import GroupWriter
 from hivemind_web.hub.intents import AttemptSpec
 from hivemind_web.hub.services import tasks as task_services
-from hivemind_web.hub.services.batched import BATCHED
 from hivemind_web.hub.services.hub import fallback_mode_enabled
 
 log = logging.getLogger(__name__)

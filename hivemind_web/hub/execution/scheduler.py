@@ -25,7 +25,8 @@ from executor_core.scheduling import ClusterState, NodeInfo, Placement, Schedule
 from executor_core.scheduling.types import SchedulingError
 from hivemind_web.hub.execution.writer import GroupWriter
 from hivemind_web.hub.models import Node, Task
-from hivemind_web.hub.services.tasks import BIND_NODE_FULL, BOUND, task_bind
+from hivemind_web.hub.services.tasks import task_bind
+from hivemind_web.hub.services.transitions import BIND_NODE_FULL, BOUND
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,15 @@ log = logging.getLogger(__name__)
 # One transaction holds at most this many calls: a huge backlog still commits in steps, so
 # the first callers hear back without waiting for the whole queue.
 MAX_BATCH = 500
+# A call that lost a deadlock (PostgreSQL picks a victim when two hub processes lock the same
+# rows in opposite orders) is rolled back to its savepoint and tried again.
+RETRIES = 3
+RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+
+
+def retryable(exc: BaseException) -> bool:
+    cause = exc.__cause__ or exc
+    return getattr(cause, "sqlstate", None) in RETRYABLE_SQLSTATES
 
 
 class _Call:
@@ -159,18 +168,20 @@ def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bo
 
     def single(i: int) -> None:
         call = batch[i]
-        try:
-            with transaction.atomic():
-                outcomes[i] = (True, call.fn(*call.args, **call.kwargs))
-        except Exception as exc:
-            log.exception("hub write %s failed", getattr(call.fn, "__name__", call.fn))
-            outcomes[i] = (False, exc)
+        for attempt in range(1, RETRIES + 1):
+            try:
+                with transaction.atomic():
+                    outcomes[i] = (True, call.fn(*call.args, **call.kwargs))
+                return
+            except Exception as exc:
+                if attempt < RETRIES and retryable(exc):
+                    continue  # our savepoint's locks are gone: the other side can finish
+                log.exception("hub write %s failed", getattr(call.fn, "__name__", call.fn))
+                outcomes[i] = (False, exc)
+                return
 
     def apply_groups() -> None:
         for fn, indexes in groups.items():
-            if len(indexes) == 1:
-                single(indexes[0])
-                continue
             try:
                 with transaction.atomic():
                     results = batched[fn].many([batch[i].kwargs for i in indexes])

@@ -1,21 +1,20 @@
-"""The hot transitions, many at a time: the same rules as their single forms in ``tasks``.
+"""The hot transitions, for many calls at once; ``services.tasks`` applies them to one.
 
 The runtime's writer applies everything queued in one transaction (DESIGN §10). When it holds
 several calls of one transition, it hands them here together: the rows are read and locked
-in one query, every guard of the single form (status left, attempt, node) is checked on
-them in Python, and the changes go back in a few bulk statements, with one bulk insert of
-the audit events. Under load that is a handful of statements per batch instead of a handful
-per task. Each function returns one result per call, as the single form would have.
+in one query, every guard of a transition (the status it leaves, the attempt, the node) is
+checked on them in Python under that lock, and the changes go back in a few statements
+(executemany, one insert of the audit events), so a busy hub pays a handful of statements
+per batch rather than per task. Each function returns one result per call.
 
-A transition with more to decide than these (a failure, which the team orchestrator
-handles) is passed to its single form, call by call.
+A failure is decided by the team orchestrator, call by call.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from collections.abc import Iterable
+from typing import Any
 
 from django.db import connection
 from django.db.models import F, Q
@@ -24,15 +23,19 @@ from django.utils import timezone
 
 from hivemind_web.hub import intents
 from hivemind_web.hub.models import Node, Task, TaskAttempt
-from hivemind_web.hub.services import events, tasks
+from hivemind_web.hub.services import events
 from hivemind_web.hub.services.node_state import node_settle_drain
+from hivemind_web.hub.services.orchestrator import task_handle_failure
 from hivemind_web.hub.services.transitions import (
     ACTIVE,
+    BIND_NODE_FULL,
+    BIND_NOT_PENDING,
     FAILED,
     PENDING,
     RUNNING,
     SCHEDULED,
     SUCCEEDED,
+    _bounded_output,
     clean_text,
 )
 
@@ -44,6 +47,7 @@ def _locked(session_ids: Iterable[str]) -> dict[str, Task]:
         Task.objects.select_related("team", "node")
         .select_for_update(of=("self",))
         .filter(session_id__in=list(session_ids))
+        .order_by("pk")  # one lock order for every hub process
     )
     return {str(task.session_id): task for task in rows}
 
@@ -169,19 +173,19 @@ def bind_many(calls: Calls) -> list[bool | str]:
     for i, call in enumerate(calls):
         task = rows.get(call["session_id"])
         if task is None or task.attempts != call["attempt"] or task.status != PENDING:
-            results[i] = tasks.BIND_NOT_PENDING
+            results[i] = BIND_NOT_PENDING
         else:
             by_node[call["node_name"]].append(i)
     nodes = {n.name: n for n in Node.objects.filter(name__in=list(by_node))}
     changed, scheduled, touched, placements = [], [], [], {}
-    for name, indexes in by_node.items():
+    for name, indexes in sorted(by_node.items()):
         k = len(indexes)
         taken = Node.objects.filter(
             name=name, status=Node.Status.READY, running__lte=F("capacity") - k
         ).update(running=F("running") + k, updated_at=now)
         if not taken or name not in nodes:
             for i in indexes:  # not room for all: first come, first served
-                results[i] = tasks.task_bind(**calls[i])
+                results[i] = bind_many([calls[i]])[0] if k > 1 else BIND_NODE_FULL
             continue
         node = nodes[name]
         touched.append(node)
@@ -235,11 +239,12 @@ def finish_many(calls: Calls) -> list[Task | None]:
             continue
         status = call["status"]
         if status == FAILED:
-            results[i] = tasks.task_finish(**call)
+            error, actor = call.get("error", ""), call.get("actor") or node_name
+            results[i] = task_handle_failure(task=task, error=error, actor=actor)
             continue
         node_id = task.node_id
         task.status, task.finished_at, task.updated_at = status, now, now
-        task.output = tasks._bounded_output(call.get("output", ""))
+        task.output = _bounded_output(call.get("output", ""))
         if status == SUCCEEDED:
             task.progress = 100.0
         if call.get("error"):
@@ -260,7 +265,7 @@ def finish_many(calls: Calls) -> list[Task | None]:
         for pair in pairs:
             if pair in errors:
                 _attempts_update([pair], status=status, finished_at=now, error=errors[pair])
-    for node_id, k in freed.items():
+    for node_id, k in sorted(freed.items()):
         Node.objects.filter(pk=node_id).update(
             running=Greatest(F("running") - k, 0), updated_at=now
         )
@@ -269,37 +274,3 @@ def finish_many(calls: Calls) -> list[Task | None]:
         node_settle_drain(node, fresh=True)
     events.task_events(ended)
     return results
-
-
-def progress_many(calls: Calls) -> list[list[Task]]:
-    """Coalesced progress of several flushes, written as one (they concern other tasks)."""
-    merged: dict[str, dict[str, Any]] = {}
-    for call in calls:
-        merged.update(call["updates"])
-    changed = tasks.task_record_progress(updates=merged)
-    return [changed] * len(calls)
-
-
-def _session(kwargs: dict[str, Any]) -> list[Any]:
-    return [kwargs["session_id"]]
-
-
-def _updated_sessions(kwargs: dict[str, Any]) -> list[Any]:
-    return list(kwargs["updates"])
-
-
-class Batched(NamedTuple):
-    """A transition's many-at-once form, and which tasks a call of it concerns."""
-
-    many: Callable[[Calls], list[Any]]
-    sessions: Callable[[dict[str, Any]], list[Any]] = _session
-
-
-# The writer's table: single form → its many-at-once form.
-BATCHED: dict[Callable[..., Any], Batched] = {
-    tasks.task_mark_running: Batched(mark_running_many),
-    tasks.task_mark_routed: Batched(mark_routed_many),
-    tasks.task_bind: Batched(bind_many),
-    tasks.task_finish: Batched(finish_many),
-    tasks.task_record_progress: Batched(progress_many, _updated_sessions),
-}

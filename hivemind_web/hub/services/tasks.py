@@ -16,24 +16,20 @@ from django.db.models import F
 from django.utils import timezone
 
 from hivemind_web.hub import broadcast
-from hivemind_web.hub.models import Node, Task
-from hivemind_web.hub.services import events
-from hivemind_web.hub.services.attempts import attempt_begin, attempt_end, attempt_update
+from hivemind_web.hub.models import Task
+from hivemind_web.hub.services import batched, events
+from hivemind_web.hub.services.attempts import attempt_end, attempt_update
 from hivemind_web.hub.services.errors import (
     NotFound,
     TransitionError,
 )
 from hivemind_web.hub.services.node_state import release_slot
-from hivemind_web.hub.services.orchestrator import task_handle_failure
 from hivemind_web.hub.services.transitions import (
     ACTIVE,
     BOUND,
     CANCELLED,
-    FAILED,
     PENDING,
-    RUNNING,
     SCHEDULED,
-    SUCCEEDED,
     _start_after_commit,
     _stop_after_commit,
     _transition,
@@ -41,12 +37,8 @@ from hivemind_web.hub.services.transitions import (
     hub_limits,
 )
 
-# Why a bind did not happen (task_bind returns True when it did).
-BIND_NODE_FULL = "node_full"
-BIND_NOT_PENDING = "not_pending"
 ERR_TERMINAL = "task {sid} is already {status}"
 ERR_ALREADY_LOCAL = "task {sid} already runs locally"
-TRUNCATED = "\n[truncated]"
 
 
 def get_task(session_id: Any, *, lock: bool = False) -> Task:
@@ -67,18 +59,8 @@ def task_mark_routed(
     *, session_id: str, attempt: int, route: str, reason: str, owner: str = ""
 ) -> bool:
     """Claim the attempt for routing: only one router (of any hub process) wins it."""
-    reason = reason or f"strategy {route}"
-    qs = Task.objects.filter(
-        session_id=session_id, attempts=attempt, status=PENDING, route_reason=""
-    )
-    task = None
-    changes = {"route": route, "route_reason": reason, "owner": owner}
-    if qs.update(updated_at=timezone.now(), **changes) == 1:
-        task = Task.objects.select_related("team", "node").get(session_id=session_id)
-    if task is not None:
-        attempt_begin(task, route=route, reason=reason, owner=owner)
-        events.task_event(task, "routed", route=route, reason=reason)
-    return task is not None
+    call = {"session_id": session_id, "attempt": attempt, "route": route, "reason": reason}
+    return batched.mark_routed_many([{**call, "owner": owner}])[0]
 
 
 @transaction.atomic
@@ -105,30 +87,8 @@ def task_bind(
 ) -> bool | str:
     """The optimistic bind (DESIGN §3): take a slot on the node only if one is free.
     True when bound, else why not (BIND_NODE_FULL, BIND_NOT_PENDING)."""
-    now = timezone.now()
-    taken = Node.objects.filter(
-        name=node_name, status=Node.Status.READY, running__lt=F("capacity")
-    ).update(running=F("running") + 1, updated_at=now)
-    if taken != 1:
-        return BIND_NODE_FULL
-    node = Node.objects.get(name=node_name)
-    task = _transition(
-        session_id, attempt, [PENDING], status=SCHEDULED, node=node, route=Task.Route.GOLEM
-    )
-    if task is None:
-        transaction.set_rollback(True)
-        return BIND_NOT_PENDING
-    attempt_update(
-        task.pk,
-        attempt,
-        route=Task.Route.GOLEM,
-        node=node_name,
-        status="scheduled",
-        placement={"node": node_name, "score": score, "reason": reason},
-    )
-    events.task_event(task, "scheduled", node=node_name, attempt=attempt, placement=reason)
-    events.publish_node(node)
-    return True
+    call = {"session_id": session_id, "attempt": attempt, "node_name": node_name}
+    return batched.bind_many([{**call, "reason": reason, "score": score}])[0]
 
 
 @transaction.atomic
@@ -154,37 +114,8 @@ def task_mark_running(
     *, session_id: str, attempt: int, node_name: str | None = None, owner: str = ""
 ) -> bool:
     """pending → running (local) or scheduled → running on ``node_name`` (it accepted)."""
-    now = timezone.now()
-    if node_name is None:
-        task = _transition(
-            session_id,
-            attempt,
-            [PENDING],
-            status=RUNNING,
-            started_at=now,
-            owner=owner,
-            route=Task.Route.LOCAL,
-        )
-    else:
-        qs = Task.objects.filter(
-            session_id=session_id, attempts=attempt, status=SCHEDULED, node__name=node_name
-        )
-        task = None
-        if qs.update(status=RUNNING, started_at=now, updated_at=now) == 1:
-            task = Task.objects.select_related("team", "node").get(session_id=session_id)
-    if task is not None:
-        attempt_update(task.pk, attempt, status="running", started_at=now)
-        events.task_event(task, "started", node=node_name, attempt=attempt)
-    return task is not None
-
-
-def _bounded_output(text: str) -> str:
-    limit = hub_limits()["MAX_OUTPUT_BYTES"]
-    text = clean_text(text or "")
-    data = text.encode()
-    if len(data) <= limit:
-        return text
-    return data[:limit].decode(errors="ignore") + TRUNCATED
+    call = {"session_id": session_id, "attempt": attempt, "node_name": node_name}
+    return batched.mark_running_many([{**call, "owner": owner}])[0]
 
 
 def task_record_progress(updates: Mapping[str, dict[str, Any]]) -> list[Task]:
@@ -240,32 +171,9 @@ def task_finish(
     actor: Any = None,
 ) -> Task | None:
     """Record an attempt's end. A failure goes to the team orchestrator, which may retry."""
-    qs = Task.objects.select_related("team", "node").select_for_update(of=("self",))
-    qs = qs.filter(session_id=session_id, attempts=attempt, status__in=list(ACTIVE))
-    if node_name is not None:
-        qs = qs.filter(node__name=node_name)
-    task = qs.first()
-    if task is None:
-        return None
-    if status == FAILED:
-        return task_handle_failure(task=task, error=error, actor=actor or node_name)
-    now = timezone.now()
-    changes: dict[str, Any] = {
-        "status": status,
-        "finished_at": now,
-        "output": _bounded_output(output),
-    }
-    if status == SUCCEEDED:
-        changes["progress"] = 100.0
-    if error:
-        changes["error"] = clean_text(error)[:10000]
-    done = _transition(session_id, attempt, ACTIVE, **changes)
-    if done is None:
-        return None
-    release_slot(task.node_id, session_id)
-    attempt_end(task.pk, attempt, status, changes.get("error", ""))
-    events.task_event(done, status, actor=actor or node_name, node=node_name)
-    return done
+    call = {"session_id": session_id, "attempt": attempt, "status": status, "output": output}
+    call.update(error=error, node_name=node_name, actor=actor)
+    return batched.finish_many([call])[0]
 
 
 @transaction.atomic

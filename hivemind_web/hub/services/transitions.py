@@ -54,3 +54,18 @@ def _transition(
 def clean_text(text: str) -> str:
     """Text as the database can store it: PostgreSQL refuses NUL characters outright."""
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+# Why a bind did not happen (task_bind returns True when it did).
+BIND_NODE_FULL = "node_full"
+BIND_NOT_PENDING = "not_pending"
+TRUNCATED = "\n[truncated]"
+
+
+def _bounded_output(text: str) -> str:
+    limit = hub_limits()["MAX_OUTPUT_BYTES"]
+    text = clean_text(text or "")
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode(errors="ignore") + TRUNCATED

@@ -1,0 +1,50 @@
+"""Which service calls the writer may apply many at once, and with what (DESIGN §10).
+
+The single forms in ``services.tasks`` are the many-at-once forms of ``services.batched``
+applied to one call; the writer, holding several calls of one of them, applies the
+many-at-once form to all of them together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from hivemind_web.hub.models import Task
+from hivemind_web.hub.services import batched, tasks
+
+Calls = list[dict[str, Any]]
+
+
+def progress_many(calls: Calls) -> list[list[Task]]:
+    """Coalesced progress of several flushes, written as one (they concern other tasks)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for call in calls:
+        merged.update(call["updates"])
+    changed = tasks.task_record_progress(updates=merged)
+    return [changed] * len(calls)
+
+
+def _session(kwargs: dict[str, Any]) -> list[Any]:
+    return [kwargs["session_id"]]
+
+
+def _updated_sessions(kwargs: dict[str, Any]) -> list[Any]:
+    return list(kwargs["updates"])
+
+
+class Batched(NamedTuple):
+    """A call's many-at-once form, and which tasks a call concerns (calls on one task are
+    never gathered together: they must land in order)."""
+
+    many: Callable[[Calls], list[Any]]
+    sessions: Callable[[dict[str, Any]], list[Any]] = _session
+
+
+BATCHED: dict[Callable[..., Any], Batched] = {
+    tasks.task_mark_running: Batched(batched.mark_running_many),
+    tasks.task_mark_routed: Batched(batched.mark_routed_many),
+    tasks.task_bind: Batched(batched.bind_many),
+    tasks.task_finish: Batched(batched.finish_many),
+    tasks.task_record_progress: Batched(progress_many, _updated_sessions),
+}
