@@ -45,9 +45,13 @@ class ProgressCoalescer:
             self._task = asyncio.get_running_loop().create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(self._interval)
-        batch, self._pending = self._pending, {}
-        if batch:
+        # Reports that arrive while a flush is being written wait for the next interval,
+        # not for the next report: keep flushing while there is something to flush.
+        while True:
+            await asyncio.sleep(self._interval)
+            batch, self._pending = self._pending, {}
+            if not batch:
+                return
             await self._writer.run(task_record_progress, updates=batch)
 
     async def flush(self, session_id: str) -> None:

@@ -193,7 +193,8 @@ class HubScheduler:
         try:
             return decide(request)
         except SchedulingError:
-            if time.monotonic() - self._synced_at <= FRESH_FOR:
+            # Fresh, and no node change announced since: the failure is real.
+            if time.monotonic() - self._synced_at <= FRESH_FOR and not self._wanted.is_set():
                 raise
         await self.resync()
         return decide(request)
