@@ -5,7 +5,6 @@ no acceptance in time (or a rejection) gives the slot back and tells the node to
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ from executor_core.executors import DispatchError
 from executor_core.scheduling.types import Placement
 from executor_core.types import ExecuteRequest, TaskStatus
 from hivemind_web.hub.broadcast import node_group
-from hivemind_web.hub.execution.batching import BATCHED
 from hivemind_web.hub.execution.dispatcher import ERR_REJECTED, ERR_TIMEOUT, NodeDispatcher
 from hivemind_web.hub.execution.writer import GroupWriter
 from hivemind_web.hub.services import tasks as task_services
@@ -45,13 +43,6 @@ class GroupSends:
 
     def types(self) -> list[str]:
         return [message["type"] for _group, message in self.sent]
-
-
-@pytest.fixture
-async def writer() -> AsyncIterator[GroupWriter]:
-    group_writer = GroupWriter("test-db", batched=BATCHED)
-    yield group_writer
-    group_writer.close()
 
 
 @pytest.fixture

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
 
 import pytest
 from runtime_support import bound_task, eventually, ready_node, task_row
 
-from hivemind_web.hub.execution.batching import BATCHED
 from hivemind_web.hub.execution.progress import ProgressCoalescer
 from hivemind_web.hub.execution.writer import GroupWriter
 from hivemind_web.hub.services import tasks as task_services
@@ -20,13 +18,6 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 SHORT = 0.05
 NEVER = 3600.0
-
-
-@pytest.fixture
-async def writer() -> AsyncIterator[GroupWriter]:
-    group_writer = GroupWriter("test-db", batched=BATCHED)
-    yield group_writer
-    group_writer.close()
 
 
 @pytest.fixture

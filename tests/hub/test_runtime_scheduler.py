@@ -4,7 +4,6 @@ kept current by resyncs numbered on the writer's queue, made safe by the conditi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,20 +13,12 @@ from executor_core.index import NodeTaskIndex
 from executor_core.scheduling import ScheduleRequest
 from executor_core.scheduling.types import SchedulingError
 from hivemind_web.hub.execution import scheduler as scheduler_module
-from hivemind_web.hub.execution.batching import BATCHED
 from hivemind_web.hub.execution.scheduler import ERR_BIND_CONFLICT, HubScheduler
 from hivemind_web.hub.execution.writer import GroupWriter
 from hivemind_web.hub.models import Node
 from hivemind_web.hub.services import tasks as task_services
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
-
-
-@pytest.fixture
-async def writer() -> AsyncIterator[GroupWriter]:
-    group_writer = GroupWriter("test-db", batched=BATCHED)
-    yield group_writer
-    group_writer.close()
 
 
 def make_scheduler(writer: GroupWriter, retries: int = 3) -> HubScheduler:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +14,7 @@ from django.db import DatabaseError, connection, transaction
 from runtime_support import node_row, pending_task, ready_node, task_row
 
 from hivemind_web.hub.execution import writer as writer_module
-from hivemind_web.hub.execution.batching import BATCHED, Batched
+from hivemind_web.hub.execution.batching import Batched
 from hivemind_web.hub.execution.writer import GroupWriter
 from hivemind_web.hub.models import Team
 from hivemind_web.hub.services import tasks as task_services
@@ -24,13 +24,6 @@ from hivemind_web.hub.services.transitions import BIND_NODE_FULL
 # serialized rollback gives the tests after these the rows migrations made (groups, content
 # types) back after each flush.
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
-
-
-@pytest.fixture
-async def writer() -> AsyncIterator[GroupWriter]:
-    group_writer = GroupWriter("test-db", batched=BATCHED)
-    yield group_writer
-    group_writer.close()
 
 
 class Recorder:
