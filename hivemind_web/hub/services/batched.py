@@ -188,6 +188,8 @@ def bind_many(calls: Calls) -> list[bool | str]:
                 results[i] = bind_many([calls[i]])[0] if k > 1 else BIND_NODE_FULL
             continue
         node = nodes[name]
+        # What the UPDATE did, on the row read before it (no second read for the board).
+        node.running, node.updated_at = node.running + k, now
         touched.append(node)
         for i in indexes:
             call, task = calls[i], rows[calls[i]["session_id"]]
@@ -214,7 +216,7 @@ def bind_many(calls: Calls) -> list[bool | str]:
         record.status = "scheduled"
     if records:
         set_fields(records, ["placement", "route", "node", "status"])
-    for node in Node.objects.filter(pk__in=[n.pk for n in touched]):
+    for node in touched:
         events.publish_node(node)
     events.task_events(scheduled)
     return results  # type: ignore[return-value]
