@@ -85,14 +85,15 @@ def test_two_hub_processes_share_the_work_through_postgres_and_redis(
     )
     tasks = []
     for i in range(12):
-        hub = front if i % 2 else back
+        hub = back if i % 2 else front  # the front hub first: it meets a free node
         tasks.append((hub, submit(hub, token, agent_id="sleep", input="0.3", strategy="golem")))
     done = [wait_task(hub, token, t["session_id"], TERMINAL, timeout=60) for hub, t in tasks]
     assert {d["status"] for d in done} == {"succeeded"}
     remote_from_front = [
         d for (hub, _), d in zip(tasks, done, strict=True) if hub is front and d["route"] == "golem"
     ]
-    assert remote_from_front, "the front hub never reached the node through Redis"
+    reasons = [d["route_reason"] for (hub, _), d in zip(tasks, done, strict=True) if hub is front]
+    assert remote_from_front, f"the front hub never reached the node through Redis: {reasons}"
     assert node.stats()["peak_running"] <= 2
     # A local run lives in the process that routed it; a cancel sent to the other stops it.
     local = submit(front, token, agent_id="sleep", input="30", strategy="local")
