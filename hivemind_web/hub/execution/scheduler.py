@@ -82,6 +82,7 @@ class HubScheduler:
         self._binding: dict[str, tuple[str, int]] = {}
         self._synced = asyncio.Event()
         self._wanted = asyncio.Event()
+        self._reading = 0  # resync reads in flight
         self.resyncs = 0
         self._synced_at = 0.0
         # Every agent some node advertises (as of the last resync).
@@ -105,11 +106,16 @@ class HubScheduler:
                 await asyncio.sleep(RESYNC_DEBOUNCE)
             except TimeoutError:
                 pass
-            self._wanted.clear()
 
     async def resync(self) -> None:
+        # The read queued now reflects every change announced so far.
+        self._wanted.clear()
         read_at = self.writer.seq
-        infos, bound = await self.writer.run(read_fleet)
+        self._reading += 1
+        try:
+            infos, bound = await self.writer.run(read_fleet)
+        finally:
+            self._reading -= 1
         in_flight = Counter(node for node, seq in self._binding.values() if seq > read_at)
         known, agents = set(), set()
         for info in infos:
@@ -193,8 +199,9 @@ class HubScheduler:
         try:
             return decide(request)
         except SchedulingError:
-            # Fresh, and no node change announced since: the failure is real.
-            if time.monotonic() - self._synced_at <= FRESH_FOR and not self._wanted.is_set():
+            # Fresh, no node change announced since and none being read: the failure is real.
+            fresh = time.monotonic() - self._synced_at <= FRESH_FOR
+            if fresh and not self._wanted.is_set() and not self._reading:
                 raise
         await self.resync()
         return decide(request)

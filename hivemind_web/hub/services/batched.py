@@ -16,7 +16,6 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import connection
 from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -26,6 +25,7 @@ from hivemind_web.hub.models import Node, Task, TaskAttempt
 from hivemind_web.hub.services import events
 from hivemind_web.hub.services.node_state import node_settle_drain
 from hivemind_web.hub.services.orchestrator import task_handle_failure
+from hivemind_web.hub.services.rows import set_fields
 from hivemind_web.hub.services.transitions import (
     ACTIVE,
     BIND_NODE_FULL,
@@ -55,28 +55,6 @@ def _locked(session_ids: Iterable[str]) -> dict[str, Task]:
 def _save(changed: list[Task], fields: list[str]) -> None:
     if changed:
         set_fields(changed, [*fields, "updated_at"])
-
-
-def set_fields(objs: list[Any], fields: list[str]) -> None:
-    """Write ``fields`` of each object, one prepared UPDATE executed for all of them.
-
-    Django's bulk_update builds a CASE expression per row and field, which costs more
-    than the rows; the driver's executemany runs one statement text many times.
-    """
-    meta = type(objs[0])._meta
-    columns = [meta.get_field(name) for name in fields]
-    quote = connection.ops.quote_name
-    sql = "UPDATE {} SET {} WHERE {} = %s".format(
-        quote(meta.db_table),
-        ", ".join(f"{quote(c.column)} = %s" for c in columns),
-        quote(meta.pk.column),
-    )
-    params = [
-        [c.get_db_prep_save(getattr(obj, c.attname), connection) for c in columns] + [obj.pk]
-        for obj in objs
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
 
 
 def _attempts_update(pairs: list[tuple[int, int]], **fields: Any) -> None:

@@ -20,6 +20,7 @@ from hivemind_web.hub.services import events
 from hivemind_web.hub.services.errors import NotFound, ServiceValidationError
 from hivemind_web.hub.services.node_state import node_save, node_settle_drain
 from hivemind_web.hub.services.orchestrator import tasks_fail_each
+from hivemind_web.hub.services.rows import set_fields
 
 ERR_CAPACITY = "capacity must be an integer between 1 and 1024"
 ERR_JOIN_TOKEN = "invalid join token"
@@ -140,7 +141,10 @@ def node_flush_heartbeats(beats: Mapping[str, Mapping[str, Any]], *, sample: boo
     if not beats:
         return
     with transaction.atomic():
-        nodes = list(Node.objects.filter(name__in=list(beats)))
+        rows = Node.objects.filter(name__in=list(beats))
+        if not sample:  # only what a heartbeat changes (a whole row is read to show it)
+            rows = rows.only("id", "name", "healthy", "last_heartbeat", "cpu", "mem")
+        nodes = list(rows)
         samples, revived = [], []
         for node in nodes:
             beat = beats[node.name]
@@ -156,8 +160,10 @@ def node_flush_heartbeats(beats: Mapping[str, Mapping[str, Any]], *, sample: boo
                     mem=beat["mem"],
                 )
             )
-        Node.objects.bulk_update(nodes, ["last_heartbeat", "cpu", "mem"], batch_size=500)
+        if nodes:
+            set_fields(nodes, ["last_heartbeat", "cpu", "mem"])
         for node in revived:
+            node.refresh_from_db()  # the whole row, to show it (rare: a node came back)
             node.healthy = True
             node_save(node, "healthy")
         if sample:
