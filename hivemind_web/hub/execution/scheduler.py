@@ -211,4 +211,5 @@ class HubScheduler:
         self.cluster.release(session_id)
 
     def stats(self) -> dict[str, Any]:
+        """What the scheduler holds now: nodes in its picture, binds in flight."""
         return {"nodes": len(self.cluster), "binding": len(self._binding)}

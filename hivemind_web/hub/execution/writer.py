@@ -42,10 +42,10 @@ def retryable(exc: BaseException) -> bool:
 
 
 class _Call:
-    __slots__ = ("args", "fn", "future", "kwargs", "seq")
+    __slots__ = ("args", "fn", "future", "kwargs")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict, future: Any, seq: int):
-        self.fn, self.args, self.kwargs, self.future, self.seq = fn, args, kwargs, future, seq
+    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict, future: Any):
+        self.fn, self.args, self.kwargs, self.future = fn, args, kwargs, future
 
 
 class GroupWriter:
@@ -54,7 +54,6 @@ class GroupWriter:
     def __init__(
         self, name: str = "hivemind-db", batched: Mapping[Callable, Any] | None = None
     ) -> None:
-        self.name = name
         # Calls whose function has a many-at-once form here are applied together.
         self.batched = dict(batched or {})
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
@@ -85,9 +84,19 @@ class GroupWriter:
     def enqueue(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future:
         """Queue ``fn(*args, **kwargs)``; the future resolves with its result after the
         commit. Loop thread only."""
+        return self._put(fn, args, kwargs, first=False)
+
+    def enqueue_first(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future:
+        """Queue ``fn`` ahead of everything waiting (heartbeats: never behind task writes).
+        Only for calls whose place in the order does not matter."""
+        return self._put(fn, args, kwargs, first=True)
+
+    def _put(
+        self, fn: Callable[..., Any], args: tuple, kwargs: dict, *, first: bool
+    ) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
         self._seq += 1
-        self._queue.append(_Call(fn, args, kwargs, future, self._seq))
+        self._queue.insert(0 if first else len(self._queue), _Call(fn, args, kwargs, future))
         self._ensure().set()
         return future
 
@@ -101,15 +110,6 @@ class GroupWriter:
 
     def _mark_thread(self) -> None:
         self._ident = threading.get_ident()
-
-    def enqueue_first(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future:
-        """Queue ``fn`` ahead of everything waiting (heartbeats: never behind task writes).
-        Only for calls whose place in the order does not matter."""
-        future = asyncio.get_running_loop().create_future()
-        self._seq += 1
-        self._queue.insert(0, _Call(fn, args, kwargs, future, self._seq))
-        self._ensure().set()
-        return future
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await self.enqueue(fn, *args, **kwargs)

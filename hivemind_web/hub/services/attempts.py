@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from django.db.models import Q
 from django.utils import timezone
 
-from hivemind_web.hub.models import Task, TaskAttempt
+from hivemind_web.hub.models import TaskAttempt
 
-# Task status → the status its current attempt ends with.
-ENDED = {"succeeded", "failed", "cancelled"}
+Pair = tuple[int, int]  # (task pk, attempt number)
 
 
-def attempt_begin(task: Task, *, route: str, reason: str, owner: str) -> None:
-    """The attempt was claimed for routing (again, after a hub restart released it)."""
-    fields = {"route": route, "reason": reason, "owner": owner, "status": "routing"}
-    updated = TaskAttempt.objects.filter(task=task, number=task.attempts).update(**fields)
-    if not updated:
-        TaskAttempt.objects.create(task=task, number=task.attempts, **fields)
+def _matching(pairs: Iterable[Pair]) -> Q | None:
+    match = None
+    for task_pk, number in pairs:
+        one = Q(task_id=task_pk, number=number)
+        match = one if match is None else match | one
+    return match
+
+
+def attempts_update(pairs: Iterable[Pair], **fields: Any) -> None:
+    """The same change on several attempt records, in one statement."""
+    match = _matching(pairs)
+    if match is not None:
+        TaskAttempt.objects.filter(match).update(**fields)
+
+
+def attempt_records(pairs: Iterable[Pair]) -> list[TaskAttempt]:
+    match = _matching(pairs)
+    return list(TaskAttempt.objects.filter(match)) if match is not None else []
 
 
 def attempt_update(task_pk: int, number: int, **fields: Any) -> None:
-    TaskAttempt.objects.filter(task_id=task_pk, number=number).update(**fields)
+    attempts_update([(task_pk, number)], **fields)
 
 
 def attempt_end(task_pk: int, number: int, status: str, error: str = "") -> None:

@@ -16,14 +16,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import F, Q
-from django.db.models.functions import Greatest
+from django.db.models import F
 from django.utils import timezone
 
 from hivemind_web.hub import intents
 from hivemind_web.hub.models import Node, Task, TaskAttempt
 from hivemind_web.hub.services import events
-from hivemind_web.hub.services.node_state import node_settle_drain
+from hivemind_web.hub.services.attempts import attempt_records, attempts_update
+from hivemind_web.hub.services.node_state import release_slots
 from hivemind_web.hub.services.orchestrator import task_handle_failure
 from hivemind_web.hub.services.rows import set_fields
 from hivemind_web.hub.services.transitions import (
@@ -57,23 +57,6 @@ def _save(changed: list[Task], fields: list[str]) -> None:
         set_fields(changed, [*fields, "updated_at"])
 
 
-def _attempts_update(pairs: list[tuple[int, int]], **fields: Any) -> None:
-    """The same change on several (task pk, attempt number) records, in one statement."""
-    if not pairs:
-        return
-    match = Q()
-    for task_pk, number in pairs:
-        match |= Q(task_id=task_pk, number=number)
-    TaskAttempt.objects.filter(match).update(**fields)
-
-
-def _attempt_records(pairs: Iterable[tuple[int, int]]) -> list[TaskAttempt]:
-    match = Q()
-    for task_pk, number in pairs:
-        match |= Q(task_id=task_pk, number=number)
-    return list(TaskAttempt.objects.filter(match)) if match else []
-
-
 def mark_running_many(calls: Calls) -> list[bool]:
     now = timezone.now()
     rows = _locked(c["session_id"] for c in calls)
@@ -95,7 +78,7 @@ def mark_running_many(calls: Calls) -> list[bool]:
             started.append((task, "started", None, {"node": node_name, "attempt": task.attempts}))
         results.append(bool(ok))
     _save(changed, ["status", "started_at", "owner", "route"])
-    _attempts_update([(t.pk, t.attempts) for t in changed], status="running", started_at=now)
+    attempts_update([(t.pk, t.attempts) for t in changed], status="running", started_at=now)
     events.task_events(started)
     return results
 
@@ -143,7 +126,7 @@ def mark_routed_many(calls: Calls) -> list[bool]:
 
 def bind_many(calls: Calls) -> list[bool | str]:
     """Binds grouped by node: one conditional UPDATE takes all of a node's slots at once;
-    when the node cannot take them all, its binds are tried one by one (the single form)."""
+    when the node cannot take them all, its binds are tried one by one."""
     now = timezone.now()
     rows = _locked(c["session_id"] for c in calls)
     results: list[bool | str | None] = [None] * len(calls)
@@ -187,7 +170,7 @@ def bind_many(calls: Calls) -> list[bool | str]:
             }
             results[i] = True
     _save(changed, ["status", "node", "route"])
-    records = _attempt_records(placements)
+    records = attempt_records(placements)
     for record in records:
         record.placement = placements[(record.task_id, record.number)]
         record.route, record.node = Task.Route.GOLEM, record.placement["node"]
@@ -201,7 +184,7 @@ def bind_many(calls: Calls) -> list[bool | str]:
 
 
 def finish_many(calls: Calls) -> list[Task | None]:
-    """Ends of attempts; failures go through the single form (the team orchestrator)."""
+    """Ends of attempts; a failure is the team orchestrator's to decide."""
     now = timezone.now()
     rows = _locked(c["session_id"] for c in calls)
     results: list[Task | None] = [None] * len(calls)
@@ -241,16 +224,10 @@ def finish_many(calls: Calls) -> list[Task | None]:
     _save(changed, ["status", "finished_at", "output", "progress", "error"])
     for status, pairs in by_status.items():
         plain = [p for p in pairs if p not in errors]
-        _attempts_update(plain, status=status, finished_at=now)
+        attempts_update(plain, status=status, finished_at=now)
         for pair in pairs:
             if pair in errors:
-                _attempts_update([pair], status=status, finished_at=now, error=errors[pair])
-    for node_id, k in sorted(freed.items()):
-        Node.objects.filter(pk=node_id).update(
-            running=Greatest(F("running") - k, 0), updated_at=now
-        )
-    for node in Node.objects.filter(pk__in=list(freed)):
-        events.publish_node(node)
-        node_settle_drain(node, fresh=True)
+                attempts_update([pair], status=status, finished_at=now, error=errors[pair])
+    release_slots(freed)
     events.task_events(ended)
     return results

@@ -3,9 +3,11 @@ transitions change too (a slot given back can finish an operator's drain)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from hivemind_web.hub import intents
@@ -48,12 +50,18 @@ def release_slot(node_id: int | None, session_id: Any = None) -> None:
     """Give back the capacity a bound task held on its node (and tell the scheduler)."""
     if session_id is not None:
         intents.attempt_ended(str(session_id))
-    if node_id is None:
-        return
-    Node.objects.filter(pk=node_id, running__gt=0).update(
-        running=F("running") - 1, updated_at=timezone.now()
-    )
-    node = Node.objects.filter(pk=node_id).first()
-    if node is not None:
+    if node_id is not None:
+        release_slots({node_id: 1})
+
+
+def release_slots(freed: Mapping[int, int]) -> None:
+    """Give back ``k`` slots on each node (node pk → k), in one lock order, and show the
+    nodes as they now are; a node an operator drained may be done draining."""
+    now = timezone.now()
+    for node_id, k in sorted(freed.items()):
+        Node.objects.filter(pk=node_id, running__gt=0).update(
+            running=Greatest(F("running") - k, 0), updated_at=now
+        )
+    for node in Node.objects.filter(pk__in=list(freed)):
         events.publish_node(node)
         node_settle_drain(node, fresh=True)

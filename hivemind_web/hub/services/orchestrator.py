@@ -16,6 +16,7 @@ from django.utils import timezone
 from hivemind_web.hub.models import Task, Team
 from hivemind_web.hub.services import events
 from hivemind_web.hub.services.attempts import attempt_end
+from hivemind_web.hub.services.node_state import release_slot
 from hivemind_web.hub.services.transitions import (
     ACTIVE,
     FAILED,
@@ -24,7 +25,6 @@ from hivemind_web.hub.services.transitions import (
     _stop_after_commit,
     _transition,
     clean_text,
-    release_slot,
 )
 
 

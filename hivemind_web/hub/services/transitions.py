@@ -16,9 +16,6 @@ from django.utils import timezone
 from executor_core.types import TaskStatus
 from hivemind_web.hub import intents
 from hivemind_web.hub.models import Task
-from hivemind_web.hub.services.node_state import release_slot
-
-__all__ = ["release_slot"]
 
 PENDING, SCHEDULED, RUNNING = TaskStatus.PENDING, TaskStatus.SCHEDULED, TaskStatus.RUNNING
 SUCCEEDED, FAILED, CANCELLED = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED
