@@ -6,8 +6,10 @@ from executor_core.scheduling.adapter import ClusterScheduler
 from executor_core.scheduling.cluster import ClusterState
 from executor_core.scheduling.types import (
     NodeInfo,
+    NodeScore,
     NodeView,
     Placement,
+    PlacementRecord,
     ScheduleHints,
     Scheduler,
     ScheduleRequest,
@@ -18,8 +20,10 @@ __all__ = [
     "ClusterScheduler",
     "ClusterState",
     "NodeInfo",
+    "NodeScore",
     "NodeView",
     "Placement",
+    "PlacementRecord",
     "ScheduleHints",
     "ScheduleRequest",
     "Scheduler",

@@ -76,9 +76,14 @@ class _Node:
 
     __slots__ = (
         "agents",
+        "capabilities",
         "capacity",
         "cordoned",
+        "cpu_percent",
+        "free_disk_mb",
+        "free_memory_mb",
         "labels",
+        "models",
         "name",
         "ready",
         "running",
@@ -93,6 +98,11 @@ class _Node:
         self.ready = False
         self.cordoned = False
         self.agents: frozenset[str] = frozenset()
+        self.capabilities: frozenset[str] = frozenset()
+        self.models: frozenset[str] = frozenset()
+        self.cpu_percent: float | None = None
+        self.free_memory_mb: int | None = None
+        self.free_disk_mb: int | None = None
         self.schedulable = False
 
     def update(self, info: NodeInfo) -> None:
@@ -104,6 +114,11 @@ class _Node:
         # Unrestricted nodes share one empty set: the hot loop's agent check then reads one
         # object that stays in cache rather than one per node.
         self.agents = frozenset(info.agents) or _ANY_AGENT
+        self.capabilities = frozenset(info.capabilities) or _ANY_AGENT
+        self.models = frozenset(info.models) or _ANY_AGENT
+        self.cpu_percent = info.cpu_percent
+        self.free_memory_mb = info.free_memory_mb
+        self.free_disk_mb = info.free_disk_mb
         # Readiness only changes through upsert, so it is decided here, once, by the plugin.
         self.schedulable = readiness.unschedulable_reason(self.ready, self.cordoned) is None
 
@@ -116,6 +131,11 @@ class _Node:
             ready=self.ready,
             cordoned=self.cordoned,
             agents=self.agents,
+            capabilities=self.capabilities,
+            models=self.models,
+            cpu_percent=self.cpu_percent,
+            free_memory_mb=self.free_memory_mb,
+            free_disk_mb=self.free_disk_mb,
         )
 
 
@@ -379,7 +399,10 @@ class ClusterState:
             nodes, start, want, rest, request.agent_id, hints.excluded_nodes, policy, team
         )
         if best is None:
-            raise SchedulingError(self._explain(request, policy, team, nodes, ring is None))
+            raise SchedulingError(
+                self._explain(request, policy, team, nodes, ring is None),
+                waitable=self._could_ever_fit(request),
+            )
 
         on_node = team.get(best.name, 0)
         why = (
@@ -422,6 +445,17 @@ class ClusterState:
         elif unvisited:
             counts[selector.reason(node_selector)] += unvisited
         return summarize(total, counts)
+
+    def _could_ever_fit(self, request: ScheduleRequest) -> bool:
+        """True when some node meets the request's static constraints (selector, agent)."""
+        ring, rest = self._postings(request.node_selector)
+        if ring is None:
+            return False
+        match, supports, agent_id = selector.matches, agents.supports, request.agent_id
+        return any(
+            (not rest or match(rest, n.labels)) and supports(n.agents, agent_id)
+            for n in ring.nodes
+        )
 
     def _assume(self, session_id: str, assumed: _Assumed, *, count: bool) -> None:
         name = assumed[0]

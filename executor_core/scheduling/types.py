@@ -30,11 +30,25 @@ class NodeView(Protocol):
     def cordoned(self) -> bool: ...
     @property
     def agents(self) -> frozenset[str]: ...
+    @property
+    def capabilities(self) -> frozenset[str]: ...
+    @property
+    def models(self) -> frozenset[str]: ...
+    @property
+    def cpu_percent(self) -> float | None: ...
+    @property
+    def free_memory_mb(self) -> int | None: ...
+    @property
+    def free_disk_mb(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
 class NodeInfo:
-    """What the scheduler knows of one node. Empty ``agents`` means it runs any agent."""
+    """What the scheduler knows of one node. Empty ``agents`` means it runs any agent.
+
+    ``capabilities`` and ``models`` are what the node advertises (``hello``); the resource
+    figures come from its latest heartbeat, None when it did not report them.
+    """
 
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -43,6 +57,11 @@ class NodeInfo:
     ready: bool = True
     cordoned: bool = False
     agents: frozenset[str] = frozenset()
+    capabilities: frozenset[str] = frozenset()
+    models: frozenset[str] = frozenset()
+    cpu_percent: float | None = None
+    free_memory_mb: int | None = None
+    free_disk_mb: int | None = None
 
     @property
     def free(self) -> int:
@@ -66,29 +85,103 @@ class ScheduleHints:
 
 @dataclass(frozen=True)
 class ScheduleRequest:
+    """One placement to decide.
+
+    Hard constraints: ``node_selector``, ``node`` (this node only), ``capabilities`` (the node
+    advertises all), ``model`` (the node serves it), ``min_free_memory_mb`` and
+    ``max_cpu_percent`` (on the node's latest heartbeat; a node that did not report the figure
+    is ruled out). Soft: ``prefer_labels`` (each matching label raises the score) and resource
+    headroom.
+    """
+
     session_id: str
     agent_id: str
     team_id: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
     hints: ScheduleHints = field(default_factory=ScheduleHints)
     attempt: int = 1
+    node: str = ""
+    prefer_labels: Mapping[str, str] = field(default_factory=dict)
+    capabilities: frozenset[str] = frozenset()
+    min_free_memory_mb: int | None = None
+    max_cpu_percent: float | None = None
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class NodeScore:
+    """One node as a decision saw it. ``scores`` maps score plugin → its weighted score."""
+
+    node: str
+    total: float
+    scores: Mapping[str, float]
+    eligible: bool = True
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "node": self.node,
+            "total": round(self.total, 3),
+            "scores": {name: round(value, 3) for name, value in self.scores.items()},
+        }
+
+
+# How many of the best candidates a placement record keeps.
+RECORD_CANDIDATES = 5
+
+
+@dataclass(frozen=True)
+class PlacementRecord:
+    """What a decision looked at: nodes visited, how many were feasible, the rejected ones
+    counted by reason, the best few candidates (best first) and the node chosen (None when
+    nothing fit). ``summary`` is the one-line account (the failure reason, or why that node).
+    """
+
+    evaluated: int
+    feasible: int
+    rejected: Mapping[str, int]
+    candidates: tuple[NodeScore, ...]
+    chosen: str | None
+    summary: str
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-safe dict, floats rounded to 3 places (what the hub stores and serves)."""
+        return {
+            "evaluated": self.evaluated,
+            "feasible": self.feasible,
+            "rejected": dict(self.rejected),
+            "candidates": [c.to_dict() for c in self.candidates[:RECORD_CANDIDATES]],
+            "chosen": self.chosen,
+            "summary": self.summary,
+        }
 
 
 @dataclass(frozen=True)
 class Placement:
-    """The scheduler's decision: the node, its normalised score (0-100) and why."""
+    """The scheduler's decision: the node, its normalised score (0-100), why, and the record
+    of the decision."""
 
     node: str
     score: float
     reason: str
+    record: PlacementRecord | None = None
 
 
 class SchedulingError(ExecutorError):
-    """No feasible node. ``reason`` says what ruled the nodes out, kube-scheduler style."""
+    """No feasible node. ``reason`` says what ruled the nodes out, kube-scheduler style.
 
-    def __init__(self, reason: str) -> None:
+    ``waitable`` is True when waiting could help: some node passes every static filter and
+    only transient ones (capacity, readiness, exclusion, ...) rule nodes out now. False when no
+    node of the fleet could ever meet the request's static constraints.
+    """
+
+    def __init__(
+        self, reason: str, *, record: PlacementRecord | None = None, waitable: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.record = record
+        self.waitable = waitable
 
 
 class Scheduler(Protocol):
