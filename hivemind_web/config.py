@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -63,6 +64,41 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name) or default
+    if raw not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def env_command_agents() -> list[Any]:
+    """``HIVEMIND_COMMAND_AGENTS`` (``NAME=CMD ARGS;NAME2=...``) as command agents, with the
+    options ``HIVEMIND_COMMAND_CWD``, ``HIVEMIND_COMMAND_ENV`` (names passed through) and
+    ``HIVEMIND_COMMAND_TIMEOUT`` (seconds)."""
+    from executor_core.agents import parse_command_agents, split_specs
+    from executor_core.agents.builtin import BUILTIN_AGENTS
+
+    specs = split_specs(os.environ.get("HIVEMIND_COMMAND_AGENTS", ""))
+    timeout = env_float("HIVEMIND_COMMAND_TIMEOUT", 0.0) or None
+    try:
+        agents = parse_command_agents(
+            specs,
+            cwd=os.environ.get("HIVEMIND_COMMAND_CWD") or None,
+            env_allow=env_list("HIVEMIND_COMMAND_ENV", []),
+            timeout=timeout,
+        )
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"HIVEMIND_COMMAND_AGENTS: {exc}") from None
+    builtin = {agent.name for agent in BUILTIN_AGENTS}
+    for agent in agents:
+        if agent.name in builtin:
+            raise ImproperlyConfigured(
+                f"HIVEMIND_COMMAND_AGENTS: command agent {agent.name!r}: a built-in agent "
+                "has that name"
+            )
+    return agents
 
 
 def persistent_secret(path: Path) -> str:

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import dj_database_url
 
+from executor_core.agents.isolation import INLINE, ISOLATIONS
 from hivemind_web.config import (
     env_bool,
+    env_choice,
+    env_command_agents,
     env_float,
     env_int,
     env_list,
@@ -176,4 +179,7 @@ HIVEMIND = {
     "PROGRESS_FLUSH": env_float("HIVEMIND_PROGRESS_FLUSH", 0.25, minimum=0.01),
     "BIND_RETRIES": env_int("HIVEMIND_BIND_RETRIES", 3, minimum=1),
     "LOAD_HISTORY_SECONDS": env_int("HIVEMIND_LOAD_HISTORY_SECONDS", 600, minimum=10),
+    # How the hub's local executor runs agents that do not say (see executor_core.agents).
+    "AGENT_ISOLATION": env_choice("HIVEMIND_AGENT_ISOLATION", INLINE, ISOLATIONS),
+    "COMMAND_AGENTS": env_command_agents(),
 }

@@ -1,4 +1,4 @@
-"""The built-in agents: ``echo``, ``sleep`` and ``fail`` (for smoke tests, demos and drills)."""
+"""The built-in agents: ``echo``, ``sleep``, ``count`` and ``fail`` (smoke tests, demos, drills)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ class SleepAgent:
         for step in range(1, steps + 1):
             # Aim at absolute step times so the total does not drift with scheduling delays.
             await ctx.sleep(start + seconds * step / steps - loop.time())
-            ctx.progress(100.0 * step / steps, f"slept {seconds * step / steps:.2f}s of {seconds}s")
+            message = f"slept {seconds * step / steps:.2f}s of {seconds}s"
+            ctx.progress(100.0 * step / steps, message)
+            ctx.log(message)
         return f"slept {seconds}s"
 
 
@@ -54,6 +56,50 @@ def parse_seconds(text: str) -> float:
     return seconds
 
 
+MAX_COUNT = 100_000
+DEFAULT_COUNT_INTERVAL = 0.1
+MAX_COUNT_INTERVAL = 10.0
+ERR_COUNT_INPUT = (
+    "count agent: input must be 'N' or 'N INTERVAL' (N lines from 1 to {max}, INTERVAL "
+    "seconds between them, at most {max_interval:g}), got {got!r}"
+)
+
+
+class CountAgent:
+    """Counts from 1 to N, one log line at a time (a demo of a streaming log)."""
+
+    name = "count"
+
+    async def run(self, input: str, ctx: AgentContext) -> str:
+        count, interval = parse_count(input)
+        for i in range(1, count + 1):
+            ctx.log(str(i))
+            ctx.progress(100.0 * i / count, f"{i} of {count}")
+            if i < count:
+                await ctx.sleep(interval)
+        return f"counted to {count}"
+
+
+def parse_count(text: str) -> tuple[int, float]:
+    """The count agent's input as (N, interval), or a ValueError saying what is expected."""
+    parts = text.split() if isinstance(text, str) else []
+    problem = ValueError(
+        ERR_COUNT_INPUT.format(max=MAX_COUNT, max_interval=MAX_COUNT_INTERVAL, got=text)
+    )
+    if len(parts) not in (1, 2):
+        raise problem
+    try:
+        count = int(parts[0])
+        interval = float(parts[1]) if len(parts) == 2 else DEFAULT_COUNT_INTERVAL
+    except ValueError:
+        raise problem from None
+    if not 1 <= count <= MAX_COUNT:
+        raise problem
+    if not (math.isfinite(interval) and 0 <= interval <= MAX_COUNT_INTERVAL):
+        raise problem
+    return count, interval
+
+
 class FailAgent:
     """Fails with its input as the error message."""
 
@@ -63,4 +109,4 @@ class FailAgent:
         raise AgentFailure(input)
 
 
-BUILTIN_AGENTS: tuple[type, ...] = (EchoAgent, SleepAgent, FailAgent)
+BUILTIN_AGENTS: tuple[type, ...] = (EchoAgent, SleepAgent, CountAgent, FailAgent)

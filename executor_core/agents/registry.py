@@ -9,19 +9,31 @@ from typing import Protocol, runtime_checkable
 
 from executor_core.agents.builtin import BUILTIN_AGENTS
 from executor_core.agents.context import AgentContext
+from executor_core.agents.isolation import (
+    INLINE,
+    ISOLATIONS,
+    check_runner,
+    invoke,
+    isolation_of,
+)
 from executor_core.types import UnknownAgentError
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "hivemind.agents"
-ERR_NOT_A_RUNNER = "{what} is not an agent runner (it needs a name and an async run(input, ctx))"
+ERR_NOT_A_RUNNER = "{what} is not an agent runner (it needs a name and a run(input, ctx))"
 ERR_BAD_NAME = "agent name must be a non-empty string, got {name!r}"
+ERR_ISOLATION = "the default isolation must be one of {choices}, got {value!r}"
 ERR_DUPLICATE = "an agent named {name!r} is already registered"
 
 
 @runtime_checkable
 class AgentRunner(Protocol):
-    """Runs one agent: takes the input, reports through ``ctx``, returns the output."""
+    """Runs one agent: takes the input, reports through ``ctx``, returns the output.
+
+    ``run`` may also be a plain ``def`` (it then runs in a worker thread); a runner may set
+    ``isolation = "process"`` and ``timeout`` (seconds), see ``agents.isolation``.
+    """
 
     name: str
 
@@ -33,12 +45,14 @@ def _is_runner(obj: object) -> bool:
 
 
 class AgentRegistry:
-    """Agent id → runner. Itself a runner that dispatches on ``ctx.agent_id``."""
+    """Agent id → runner. Itself a runner that dispatches on ``ctx.agent_id``, running each
+    agent with its own isolation or, when it declares none, the registry's ``isolation``."""
 
     name = "registry"
 
-    def __init__(self, runners: Iterable[AgentRunner] = ()) -> None:
+    def __init__(self, runners: Iterable[AgentRunner] = (), *, isolation: str = INLINE) -> None:
         self._runners: dict[str, AgentRunner] = {}
+        self.isolation = isolation
         for runner in runners:
             self.register(runner)
 
@@ -53,6 +67,7 @@ class AgentRegistry:
             raise ValueError(ERR_BAD_NAME.format(name=key))
         if key in self._runners and not replace:
             raise ValueError(ERR_DUPLICATE.format(name=key))
+        check_runner(runner)
         self._runners[key] = runner
 
     def get(self, agent_id: str) -> AgentRunner:
@@ -73,8 +88,21 @@ class AgentRegistry:
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
+    @property
+    def isolation(self) -> str:
+        return self._isolation
+
+    @isolation.setter
+    def isolation(self, value: str) -> None:
+        if value not in ISOLATIONS:
+            raise ValueError(ERR_ISOLATION.format(choices=", ".join(ISOLATIONS), value=value))
+        self._isolation = value
+
+    def isolation_for(self, agent_id: str) -> str:
+        return isolation_of(self.get(agent_id), self._isolation)
+
     async def run(self, input: str, ctx: AgentContext) -> str:
-        return await self.get(ctx.agent_id).run(input, ctx)
+        return await invoke(self.get(ctx.agent_id), input, ctx, isolation=self._isolation)
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> list[str]:
         """Register the agents other distributions declare; return the names added.

@@ -15,7 +15,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from executor_core import __version__
-from executor_core.agents import AgentRegistry, default_registry
+from executor_core.agents import (
+    INLINE,
+    ISOLATIONS,
+    AgentRegistry,
+    default_registry,
+    parse_command_agents,
+)
 from executor_core.labels import LabelError, format_labels, node_name_error, parse_labels
 from executor_core.node import protocol
 from executor_core.node.agent import NodeAgent, NodeConfig
@@ -111,6 +117,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--agents", help="agents this node runs, comma-separated (default: all registered)"
     )
     parser.add_argument(
+        "--isolation",
+        choices=ISOLATIONS,
+        default=INLINE,
+        help="how agents that do not say run: inline (async on the node's loop, a plain def "
+        "in a worker thread) or process (a child process, killed with its group on cancel, "
+        "timeout or drain); default inline",
+    )
+    commands = parser.add_argument_group("command agents")
+    commands.add_argument(
+        "--command-agent",
+        action="append",
+        default=[],
+        metavar='NAME="CMD ARGS"',
+        help="run a program as agent NAME (repeatable): argv split like a shell would, run "
+        "without one, the input on stdin, stdout lines to the task log, stdout the output",
+    )
+    commands.add_argument(
+        "--command-cwd", metavar="DIR", help="working directory of command agents"
+    )
+    commands.add_argument(
+        "--command-env",
+        default="",
+        metavar="VAR,VAR",
+        help="environment variables passed to command agents besides PATH, HOME and the locale",
+    )
+    commands.add_argument(
+        "--command-timeout",
+        type=_seconds(),
+        help="seconds a command agent may run before it is killed (default: no limit)",
+    )
+    parser.add_argument(
         "--state-dir",
         type=Path,
         default=default_state_dir(),
@@ -137,6 +174,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hivemind-node {__version__}")
     return parser
+
+
+def _registry(args: argparse.Namespace, parser: argparse.ArgumentParser) -> AgentRegistry:
+    """The built-ins, the plugins and the command agents, run with the chosen isolation."""
+    registry = default_registry()
+    registry.isolation = args.isolation
+    try:
+        env_allow = [v.strip() for v in args.command_env.split(",") if v.strip()]
+        commands = parse_command_agents(
+            args.command_agent,
+            cwd=args.command_cwd,
+            env_allow=env_allow,
+            timeout=args.command_timeout,
+        )
+        for agent in commands:
+            if agent.name in registry:
+                raise ValueError(f"command agent {agent.name!r}: an agent of that name exists")
+            registry.register(agent)
+    except ValueError as exc:
+        parser.error(f"--command-agent: {exc}")
+    return registry
 
 
 def _agents(
@@ -199,7 +257,7 @@ def _configure_logging(level: str, name: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    registry = default_registry()
+    registry = _registry(args, parser)
     agents = _agents(args.agents, registry, parser)
     _configure_logging(args.log_level, args.name)
     state = NodeState(args.state_dir.expanduser(), args.name)
@@ -218,10 +276,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_backoff=args.max_backoff,
             )
             logger.info(
-                "node %s: capacity %d, agents %s, labels %s",
+                "node %s: capacity %d, agents %s (isolation %s), labels %s",
                 config.name,
                 config.capacity,
                 ",".join(config.agents),
+                registry.isolation,
                 format_labels(config.labels) or "none",
             )
             return asyncio.run(NodeAgent(config, registry, state).run())

@@ -92,8 +92,8 @@ async def test_the_registry_runs_the_agent_named_by_the_context():
         await registry.run("hi", AgentContext("nope", "s-3"))
 
 
-def test_the_default_registry_holds_the_three_built_ins():
-    assert default_registry(entry_points=False).names() == ["echo", "fail", "sleep"]
+def test_the_default_registry_holds_the_built_ins():
+    assert default_registry(entry_points=False).names() == ["count", "echo", "fail", "sleep"]
 
 
 # Entry points: a fake installed distribution on sys.path.

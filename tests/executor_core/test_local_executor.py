@@ -277,7 +277,7 @@ async def test_an_unknown_agent_fails_at_once_naming_the_known_agents():
     result = await executor.execute(request("s1", "translate"))
 
     assert result.status is TaskStatus.FAILED
-    assert result.error == "unknown agent 'translate' (known agents: echo, fail, sleep)"
+    assert result.error == "unknown agent 'translate' (known agents: count, echo, fail, sleep)"
     assert observer.names() == ["finished"]
 
 
@@ -307,3 +307,47 @@ async def test_a_session_already_in_flight_is_refused():
 def test_it_refuses_a_nonsensical_configuration(concurrency, queue_limit):
     with pytest.raises(ValueError):
         LocalExecutor(GateAgent(), concurrency=concurrency, queue_limit=queue_limit)
+
+
+class PlainChattyAgent:
+    """ChattyAgent as a plain ``def``: it runs in a worker thread, its reports on the loop."""
+
+    name = "plain"
+
+    def run(self, input: str, ctx: AgentContext) -> str:
+        ctx.progress(25, "reading")
+        ctx.log("line 1", "line 2")
+        ctx.progress(100, "done")
+        return "ok"
+
+
+async def test_a_plain_def_agent_reports_in_order_from_its_thread():
+    observer = RecordingObserver()
+    executor = LocalExecutor(AgentRegistry([PlainChattyAgent()]), observer=observer)
+
+    result = await executor.execute(request("s1", "plain"))
+
+    assert (result.status, result.output) == (TaskStatus.SUCCEEDED, "ok")
+    assert observer.names() == ["started", "progress", "log", "progress", "finished"]
+
+
+async def test_cancelling_a_busy_process_agent_kills_its_process():
+    import psutil
+    from support.plugin_agents import IsolatedBusyAgent
+
+    observer = RecordingObserver()
+    executor = LocalExecutor(AgentRegistry([IsolatedBusyAgent()]), observer=observer)
+    run = asyncio.create_task(executor.execute(request("s1", "busy-isolated", "600")))
+    for _ in range(400):
+        if observer.of("log"):
+            break
+        await asyncio.sleep(0.025)
+    pid = int(observer.of("log")[0]["lines"][0].split()[1])
+    assert psutil.pid_exists(pid)
+
+    assert executor.cancel("s1")
+    result = await asyncio.wait_for(run, 10)
+
+    assert result.status is TaskStatus.CANCELLED
+    assert not psutil.pid_exists(pid)
+    assert executor.running == 0

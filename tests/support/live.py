@@ -237,8 +237,11 @@ class NodeProcess:
         agents: str | None = None,
         state_dir: Path | None = None,
         heartbeat: float = 0.5,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.hub, self.name = hub, name
+        self.env = {**hub.env, **(env or {})}
         self.state_dir = state_dir or hub.data_dir / "nodes"
         self.args = [
             sys.executable,
@@ -263,6 +266,7 @@ class NodeProcess:
             self.args += ["--labels", labels]
         if agents:
             self.args += ["--agents", agents]
+        self.args += list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = hub.data_dir / f"node-{name}.log"
 
@@ -270,7 +274,7 @@ class NodeProcess:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            self.args, cwd=REPO, env=self.hub.env, stdout=log, stderr=subprocess.STDOUT
+            self.args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
         return self
 
