@@ -15,6 +15,7 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 MAX_NAME = 63
 MAX_PREFIX = 253
+MAX_LABELS = 64  # per node and per selector: every path that takes labels holds to it
 
 
 class LabelError(ValueError):
@@ -63,10 +64,19 @@ def node_name_error(name: object) -> str | None:
     return None
 
 
+def label_count_error(labels: Mapping[str, object], *, what: str = "labels") -> str | None:
+    """Why ``labels`` holds too many entries, or None."""
+    if len(labels) > MAX_LABELS:
+        return f"{what} must hold at most {MAX_LABELS} labels (got {len(labels)})"
+    return None
+
+
 def validate_labels(labels: object, *, what: str = "labels") -> dict[str, str]:
     """Check a mapping of labels and return it as a plain dict; raise LabelError otherwise."""
     if not isinstance(labels, Mapping):
         raise LabelError(f"{what} must be a mapping of label keys to values")
+    if problem := label_count_error(labels, what=what):
+        raise LabelError(problem)
     for key, value in labels.items():
         problem = label_key_error(key) or label_value_error(key, value)
         if problem:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from executor_core.labels import label_key_error, label_value_error
+from executor_core.labels import label_count_error, label_key_error, label_value_error
 
 
 class ExecutionStrategy(enum.StrEnum):
@@ -162,6 +162,8 @@ class ExecuteRequest:
             )
         if not isinstance(self.node_selector, Mapping):
             raise RequestValidationError("node_selector", "must be a mapping of label to value")
+        if problem := label_count_error(self.node_selector, what="node_selector"):
+            raise RequestValidationError("node_selector", problem)
         for key, value in self.node_selector.items():
             problem = label_key_error(key) or label_value_error(key, value)
             if problem:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from pathlib import Path
@@ -35,7 +36,10 @@ def env_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = 
     return value
 
 
-def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+def env_float(
+    name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None
+) -> float:
+    """A finite number: ``nan`` or ``inf`` would turn a timeout into "never"."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -43,8 +47,11 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
         value = float(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")
+    if not math.isfinite(value):
+        raise ImproperlyConfigured(f"{name} must be a finite number, got {raw!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"{minimum:g}..{maximum:g}" if maximum is not None else f">= {minimum:g}"
+        raise ImproperlyConfigured(f"{name} must be {bound}, got {raw!r}")
     return value
 
 

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "hivemind_web.bad_requests.refuse_nul",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -92,6 +93,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# One request body limit for the API (both submission paths) and the forms, answered with a
+# 413 that says so: a full batch of the largest inputs does not fit, ten of them do.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
+    "HIVEMIND_MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=64 * 1024
+)
 
 REDIS_URL = env_str("HIVEMIND_REDIS_URL")
 # The default capacity (100 per channel) silently drops bursts (DESIGN §9): set it explicitly.
@@ -145,6 +152,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["hivemind_web.hub.api.permissions.CanViewHub"],
     "DEFAULT_PAGINATION_CLASS": "hivemind_web.hub.api.pagination.Pagination",
+    "DEFAULT_PARSER_CLASSES": [
+        "hivemind_web.hub.api.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "hivemind_web.hub.api.errors.exception_handler",
 }

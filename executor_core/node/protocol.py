@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
+from executor_core import bounded_json
 from executor_core.labels import LabelError, node_name_error, validate_labels
 from executor_core.types import ExecutorError
 
@@ -38,11 +39,12 @@ MAX_LOG_LINE_CHARS = 2000
 MAX_ID_CHARS = 128  # session ids, agent ids
 MAX_CAPACITY = 1024
 MAX_AGENTS = 256
-MAX_LABELS = 64
+MAX_DEPTH = 8  # the deepest frame (hello's running list) nests 3 levels
 
 # ProtocolError codes.
 FRAME_TOO_LARGE = "frame_too_large"
 INVALID_JSON = "invalid_json"
+TOO_DEEP = "too_deep"
 NOT_AN_OBJECT = "not_an_object"
 UNSUPPORTED_VERSION = "unsupported_version"
 UNKNOWN_TYPE = "unknown_type"
@@ -92,12 +94,17 @@ class _Invalid(Exception):
 Validator = Callable[[Any], Any]
 
 
-def _text(max_chars: int, *, nonempty: bool = False) -> Validator:
+def _text(max_chars: int, *, nonempty: bool = False, name: bool = False) -> Validator:
+    """``name``: an identifier (a session or agent id, a version), never holding NUL,
+    which no database stores and no name needs; free text may, and is cleaned on storing."""
+
     def check(value: Any) -> str:
         if not isinstance(value, str):
             raise _Invalid("must be a string")
         if nonempty and not value:
             raise _Invalid("must not be empty")
+        if name and "\x00" in value:
+            raise _Invalid("must not contain NUL characters")
         if len(value) > max_chars:
             raise _Invalid(f"must be at most {max_chars} characters (got {len(value)})")
         return value
@@ -138,8 +145,8 @@ def _choice(*choices: str) -> Validator:
     return check
 
 
-def _text_list(max_items: int, max_chars: int) -> Validator:
-    item = _text(max_chars)
+def _text_list(max_items: int, max_chars: int, *, name: bool = False) -> Validator:
+    item = _text(max_chars, name=name)
 
     def check(value: Any) -> list[str]:
         if not isinstance(value, list):
@@ -166,15 +173,13 @@ def _node_name(value: Any) -> str:
 def _labels(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         raise _Invalid("must be an object of label keys to values")
-    if len(value) > MAX_LABELS:
-        raise _Invalid(f"must hold at most {MAX_LABELS} labels (got {len(value)})")
     try:
         return validate_labels(value)
     except LabelError as exc:
         raise _Invalid(str(exc)) from None
 
 
-_session_id = _text(MAX_ID_CHARS, nonempty=True)
+_session_id = _text(MAX_ID_CHARS, nonempty=True, name=True)
 _attempt = _integer(1)
 
 
@@ -210,10 +215,10 @@ MESSAGES: Mapping[str, MessageSpec] = MappingProxyType(
             NODE,
             {
                 "name": _node_name,
-                "version": _text(64, nonempty=True),
+                "version": _text(64, nonempty=True, name=True),
                 "labels": _labels,
                 "capacity": _integer(1, MAX_CAPACITY),
-                "agents": _text_list(MAX_AGENTS, MAX_ID_CHARS),
+                "agents": _text_list(MAX_AGENTS, MAX_ID_CHARS, name=True),
                 "running": _running_tasks,
             },
         ),
@@ -266,7 +271,7 @@ MESSAGES: Mapping[str, MessageSpec] = MappingProxyType(
             HUB,
             {
                 "session_id": _session_id,
-                "agent_id": _text(MAX_ID_CHARS, nonempty=True),
+                "agent_id": _text(MAX_ID_CHARS, nonempty=True, name=True),
                 "input": _text(MAX_PAYLOAD_CHARS),
                 "attempt": _attempt,
             },
@@ -314,7 +319,9 @@ def parse_frame(text: str | bytes, *, direction: Direction) -> Message:
         raise ProtocolError(NOT_AN_OBJECT, "frame must be a text frame, not binary")
     _check_size(text)
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = bounded_json.loads(text, max_depth=MAX_DEPTH, parse_constant=_reject_constant)
+    except bounded_json.TooDeep as exc:
+        raise ProtocolError(TOO_DEEP, f"frame {exc}") from None
     except ValueError as exc:
         raise ProtocolError(INVALID_JSON, f"frame is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -14,7 +14,6 @@ Server → client: ``snapshot``, ``frame``, ``pong`` and ``error``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
@@ -23,6 +22,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from executor_core import bounded_json
 from hivemind_web.dashboard import frames
 from hivemind_web.dashboard.selectors import board_snapshot, parse_request
 from hivemind_web.dashboard.summary import SUMMARY
@@ -73,8 +73,8 @@ class BoardConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: Any = None) -> None:
         # Malformed or binary input gets an error reply, never a crashed consumer.
         try:
-            content = json.loads(text_data) if text_data else None
-        except ValueError:
+            content = bounded_json.loads(text_data) if text_data else None
+        except ValueError:  # TooDeep included
             content = None
         await self.receive_json(content)
 

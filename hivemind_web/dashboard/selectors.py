@@ -94,12 +94,14 @@ def _values(params: Mapping[str, Any], key: str) -> list[str]:
     items = raw if isinstance(raw, list | tuple) else [raw]
     values: list[str] = []
     for item in items:
-        values += [part.strip() for part in str(item).split(",") if part.strip()]
+        # NUL names nothing, and PostgreSQL refuses it in a query: such a value is dropped.
+        values += [p.strip() for p in str(item).split(",") if p.strip() and "\x00" not in p]
     return values
 
 
 def _first(params: Mapping[str, Any], key: str) -> str:
     values = _values(params, key) if key != "q" else [str(params.get(key) or "").strip()]
+    values = [value.replace("\x00", "") for value in values]
     return values[0] if values else ""
 
 

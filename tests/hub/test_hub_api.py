@@ -342,8 +342,10 @@ def test_nul_characters_from_a_node_are_stored_safely() -> None:
     assert (task.message, task.log, task.output) == ("a\ufffdb", ["x\ufffdy"], "o\ufffdk")
 
 
-def test_a_filter_with_a_nul_character_is_harmless(bob: APIClient) -> None:
-    assert bob.get("/api/v1/tasks/?node=%00&team=a%00b").status_code == 200
+def test_a_filter_with_a_nul_character_is_refused_with_a_message(bob: APIClient) -> None:
+    response = bob.get("/api/v1/tasks/?node=%00&team=a%00b")
+    assert response.status_code == 400
+    assert "NUL" in response.json()["detail"]
 
 
 def test_a_batch_is_stored_whole_or_not_at_all(olga: APIClient) -> None:

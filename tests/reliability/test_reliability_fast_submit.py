@@ -116,7 +116,43 @@ def test_an_unknown_host_is_refused(hub: LiveHub, tokens: dict[str, str]) -> Non
     assert status == 400 and "HTTP_HOST" in error["detail"]
 
 
-def test_a_body_past_the_upload_limit_is_413(hub: LiveHub, tokens: dict[str, str]) -> None:
-    raw = json.dumps({"agent_id": "echo", "input": "x" * 3_000_000}).encode()
-    status, error = post(hub, "/api/v1/tasks/", raw, tokens["alice"])
-    assert status == 413 and "DATA_UPLOAD_MAX_MEMORY_SIZE" in error["detail"]
+def test_a_body_past_the_request_limit_is_413(hub: LiveHub, tokens: dict[str, str]) -> None:
+    _, before = hub.api("GET", "/api/v1/tasks/?page_size=1", token=tokens["alice"])
+    item = {"agent_id": "echo", "input": "x" * 256 * 1024, "strategy": "local"}
+    raw = json.dumps({"tasks": [item] * 130}).encode()  # past the default 32 MiB
+    status, error = post(hub, "/api/v1/tasks/batch/", raw, tokens["alice"])
+    assert status == 413 and "HIVEMIND_MAX_REQUEST_BYTES" in error["detail"]
+    _, after = hub.api("GET", "/api/v1/tasks/?page_size=1", token=tokens["alice"])
+    assert after["count"] == before["count"]
+
+
+def test_a_batch_of_ten_full_size_inputs_is_taken(hub: LiveHub, tokens: dict[str, str]) -> None:
+    item = {"agent_id": "echo", "input": "é" * 128 * 1024, "strategy": "local"}  # 256 KB each
+    status, tasks = post(hub, "/api/v1/tasks/batch/", json.dumps({"tasks": [item] * 10}).encode(),
+                         tokens["alice"])  # fmt: skip
+    assert status == 201 and len(tasks) == 10
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        json.dumps({"agent_id": "echo", "node_selector": {f"k{i}": "v" for i in range(65)}}),
+        '{"tasks": [{"agent_id": "echo", "input": ' + "[" * 40 + "]" * 40 + "}]}",
+    ],
+    ids=["65 selector labels", "JSON nested past the limit"],
+)
+def test_a_bad_body_on_the_token_path_is_a_400_with_a_message(
+    hub: LiveHub, tokens: dict[str, str], raw: str
+) -> None:
+    status, error = post(hub, "/api/v1/tasks/", raw.encode(), tokens["alice"])
+    assert status == 400 and ("at most 64 labels" in str(error) or "nests deeper" in str(error))
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/nodes/%00/", "/api/v1/teams/a%00/nodes/", "/board/snapshot.json?history=%00"]
+)
+def test_a_nul_in_a_path_is_a_400_with_a_message(
+    hub: LiveHub, tokens: dict[str, str], path: str
+) -> None:
+    status, error = hub.api("GET", path, token=tokens["alice"])
+    assert status == 400 and "NUL" in str(error)

@@ -22,6 +22,8 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 from rest_framework.authtoken.models import Token
 
+from hivemind_web.bad_requests import too_large_message
+from hivemind_web.hub.api import parsers
 from hivemind_web.hub.api.permissions import SUBMIT
 from hivemind_web.hub.api.serializers import TaskBatchSerializer, TaskSubmitSerializer
 from hivemind_web.hub.execution.runtime import Runtime, ensure_started
@@ -35,8 +37,6 @@ PATHS = {"/api/v1/tasks/": False, "/api/v1/tasks/batch/": True}
 TOKEN_TTL = 10.0
 ERR_BAD_TOKEN = "Invalid token."
 ERR_FORBIDDEN = "You do not have permission to perform this action."
-ERR_JSON = "JSON parse error - {error}"
-ERR_TOO_LARGE = "Request body exceeded settings.DATA_UPLOAD_MAX_MEMORY_SIZE."
 ERR_HOST = "Invalid HTTP_HOST header."
 ERR_INTERNAL = "the hub could not process the submission"
 HEADERS = [
@@ -189,12 +189,12 @@ async def _serve(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     raw = await _body(receive)
     if raw is None:
-        await _respond(send, 413, {"detail": ERR_TOO_LARGE})
+        await _respond(send, 413, {"detail": too_large_message()})
         return
     try:
-        data = json.loads(raw or b"null")
-    except (ValueError, RecursionError) as exc:
-        await _respond(send, 400, {"detail": ERR_JSON.format(error=exc)})
+        data = parsers.decode(raw or b"null")
+    except ValueError as exc:
+        await _respond(send, 400, {"detail": str(exc)})
         return
     batch = PATHS[scope["path"]]
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -45,8 +46,19 @@ def _bearer(scope: dict[str, Any]) -> str:
     return ""
 
 
+def _session_uuid(session_id: str) -> uuid.UUID | None:
+    """The hub names tasks by UUID: anything else names no task (and is no lookup)."""
+    try:
+        return uuid.UUID(session_id)
+    except ValueError:
+        return None
+
+
 def _owned(session_id: str, node_name: str) -> Task | None:
-    return Task.objects.filter(session_id=session_id, node__name=node_name).first()
+    key = _session_uuid(session_id)
+    if key is None:
+        return None
+    return Task.objects.filter(session_id=key, node__name=node_name).first()
 
 
 def _reconcile(node_name: str, reported: set[str]) -> tuple[list[str], list[str]]:
@@ -57,7 +69,8 @@ def _reconcile(node_name: str, reported: set[str]) -> tuple[list[str], list[str]
     """
     to_cancel = []
     for sid in reported:
-        task = Task.objects.filter(session_id=sid).select_related("node").first()
+        key = _session_uuid(sid)
+        task = Task.objects.filter(session_id=key).select_related("node").first() if key else None
         if task is None or task.is_terminal or task.node is None or task.node.name != node_name:
             to_cancel.append(sid)
     missing = [
@@ -197,6 +210,11 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
     # node look silent.
 
     def on_task_accepted(self, session_id: str, attempt: int) -> None:
+        if _session_uuid(session_id) is None:
+            self.runtime.spawn(
+                self.reject("not_assigned", f"task {session_id!r} is not assigned to this node")
+            )
+            return
         written = self.runtime.write(
             task_services.task_mark_running,
             session_id=session_id,

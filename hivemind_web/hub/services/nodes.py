@@ -71,7 +71,9 @@ def node_register(
     the join token re-issues the token (a node that lost its state file can rejoin).
     """
     expected = settings.HIVEMIND["JOIN_TOKEN"]
-    if not expected or not hmac.compare_digest(str(join_token), expected):
+    # As bytes: compare_digest refuses str holding anything but ASCII (a TypeError, a 500).
+    given = str(join_token).encode("utf-8", "surrogatepass")
+    if not expected or not hmac.compare_digest(given, expected.encode("utf-8", "surrogatepass")):
         raise PermissionError(ERR_JOIN_TOKEN)
     labels = dict(labels or {})
     errors = validate_node_fields(name=name, labels=labels, capacity=capacity)
