@@ -68,7 +68,8 @@ frame_objects = st.fixed_dictionaries(
     },
     optional={name: names if name == "name" else plausible for name in FIELDS},
 )
-session_ids = st.uuids().map(str) | st.text(min_size=1, max_size=20)
+no_nul = st.characters(exclude_characters="\x00")
+session_ids = st.uuids().map(str) | st.text(no_nul, min_size=1, max_size=20)
 attempts = st.integers(min_value=1, max_value=5)
 percent = st.floats(min_value=0, max_value=100)
 # Frames that pass validation, so that the handlers behind it are fuzzed too.
