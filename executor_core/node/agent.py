@@ -41,6 +41,10 @@ ERR_AUTH = (
     "the hub refused this node's credentials ({detail}); check --token, or remove the stored "
     "token and register again with --join-token"
 )
+WARN_IDENTITY_IN_USE = (
+    "the hub refused this connection: %s (is another hivemind-node running with this "
+    "node's name and token?); retrying"
+)
 REJECT_DRAINING = "node {name} is draining"
 REJECT_AT_CAPACITY = "node {name} is at capacity ({running}/{capacity} running)"
 REJECT_UNKNOWN_AGENT = "node {name} does not run agent {agent!r} (it runs: {agents})"
@@ -196,7 +200,10 @@ class NodeAgent:
                 if exc.rcvd is not None and exc.rcvd.code in AUTH_CLOSE_CODES:
                     detail = f"close code {exc.rcvd.code}: {exc.rcvd.reason or 'no reason given'}"
                     raise HubAuthError(ERR_AUTH.format(detail=detail)) from None
-                logger.warning("connection to the hub lost: %s", exc)
+                if exc.rcvd is not None and exc.rcvd.code == protocol.CLOSE_CONFLICT:
+                    logger.warning(WARN_IDENTITY_IN_USE, exc.rcvd.reason or "no reason given")
+                else:
+                    logger.warning("connection to the hub lost: %s", exc)
             except (OSError, TimeoutError, WebSocketException) as exc:
                 logger.warning("cannot reach the hub at %s: %r", self._ws_url, exc)
             if self._welcomed:  # a connection the hub accepted resets the backoff

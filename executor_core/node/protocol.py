@@ -53,9 +53,12 @@ MISSING_FIELD = "missing_field"
 UNEXPECTED_FIELD = "unexpected_field"
 INVALID_FIELD = "invalid_field"
 
-# WebSocket close codes a hub may use after the handshake; the node treats both as fatal.
+# WebSocket close codes a hub may use after the handshake. The node treats the first two
+# as fatal (its credentials are no good); CONFLICT means another connection holds this
+# node's identity right now, and the node retries with backoff.
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_CONFLICT = 4409
 
 # Task outcomes a node reports in task.finished.
 SUCCEEDED = "succeeded"

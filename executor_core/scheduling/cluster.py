@@ -453,8 +453,7 @@ class ClusterState:
             return False
         match, supports, agent_id = selector.matches, agents.supports, request.agent_id
         return any(
-            (not rest or match(rest, n.labels)) and supports(n.agents, agent_id)
-            for n in ring.nodes
+            (not rest or match(rest, n.labels)) and supports(n.agents, agent_id) for n in ring.nodes
         )
 
     def _assume(self, session_id: str, assumed: _Assumed, *, count: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -10,7 +11,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from executor_core.labels import LabelError, format_labels, parse_labels
-from hivemind_web.hub.models import Node, Task, TaskEvent, Team
+from hivemind_web.hub.models import JoinToken, Node, Task, TaskEvent, Team
+from hivemind_web.hub.services import identity
 from hivemind_web.hub.services import nodes as node_services
 from hivemind_web.hub.services import tasks as task_services
 from hivemind_web.hub.services import teams as team_services
@@ -77,7 +79,7 @@ class NodeAdmin(admin.ModelAdmin):
         "agents",
         "version",
     ]
-    actions = ["cordon", "uncordon", "drain"]
+    actions = ["cordon", "uncordon", "drain", "rotate_token"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # nodes join with the join token (or `manage.py node_token`)
@@ -121,6 +123,85 @@ class NodeAdmin(admin.ModelAdmin):
     @admin.action(description="Drain selected nodes", permissions=["manage"])
     def drain(self, request: HttpRequest, rows: QuerySet) -> None:
         _run_each(request, rows, node_services.node_drain, "name", "Draining")
+
+    @admin.action(description="Rotate token (the old one stops working)", permissions=["manage"])
+    def rotate_token(self, request: HttpRequest, rows: QuerySet) -> None:
+        for row in rows:
+            _node, token = identity.node_rotate_token(name=row.name, actor=request.user)
+            messages.warning(
+                request,
+                f"New token for {row.name} (shown once; its old connection is closed): {token}",
+            )
+
+
+class JoinTokenForm(forms.ModelForm):
+    ttl_hours = forms.FloatField(
+        label="Valid for (hours)",
+        initial=24,
+        help_text="The token works once, until it expires.",
+    )
+
+    class Meta:
+        model = JoinToken
+        fields = ["node_name", "description"]
+        help_texts = {
+            "node_name": "Only this node may register with it (it may re-register an existing "
+            "node that lost its token). Empty: any name not registered yet."
+        }
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        hours = data.get("ttl_hours")
+        problems = identity.validate_join_token_fields(
+            node_name=data.get("node_name") or "",
+            ttl=timedelta(hours=hours if hours is not None and 0 < hours < 1e6 else 0),
+            description=data.get("description") or "",
+        )
+        for field, message in problems.items():
+            self.add_error({"ttl": "ttl_hours"}.get(field, field), message)
+        return data
+
+
+@admin.register(JoinToken)
+class JoinTokenAdmin(admin.ModelAdmin):
+    """Per-node, one-time join tokens: made here, shown once; delete one to revoke it."""
+
+    form = JoinTokenForm
+    list_display = ["token_id", "node_name", "description", "expires_at", "used_at", "used_by"]
+    search_fields = ["token_id", "node_name"]
+
+    def _manages(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("hub.manage_nodes")
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._manages(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self._manages(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._manages(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a token is made, used or revoked; never edited
+
+    def save_model(self, request: HttpRequest, obj: JoinToken, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        row, token = identity.join_token_create(
+            node_name=data["node_name"],
+            ttl=timedelta(hours=data["ttl_hours"]),
+            description=data["description"],
+            actor=request.user,
+        )
+        obj.pk, obj.token_id = row.pk, row.token_id
+        messages.warning(request, f"Join token (shown once): {token}")
+
+    def delete_model(self, request: HttpRequest, obj: JoinToken) -> None:
+        identity.join_token_revoke(token_id=obj.token_id)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for row in queryset:
+            identity.join_token_revoke(token_id=row.token_id)
 
 
 class TeamForm(forms.ModelForm):

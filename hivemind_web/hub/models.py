@@ -47,6 +47,11 @@ class Node(models.Model):
     agents = models.JSONField(default=list, blank=True)
     version = models.CharField(max_length=64, blank=True)
     token_hash = models.CharField(max_length=128, blank=True, db_index=True)
+    # The one live connection holding this identity (DESIGN §13). The epoch counts the
+    # connections the node was accepted on: reports from an older one are refused. The
+    # channel is where the consumer holding it answers "are you still there?".
+    connection_epoch = models.PositiveBigIntegerField(default=0)
+    connection_channel = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 
@@ -60,6 +65,29 @@ class Node(models.Model):
     @property
     def schedulable(self) -> bool:
         return self.status == self.Status.READY
+
+
+class JoinToken(models.Model):
+    """A per-node join token, like a Kubernetes bootstrap token: ``<token_id>.<secret>``,
+    shown once, stored hashed, good for one registration before it expires. Bound to a node
+    name, it may also re-issue that existing node's token (a node that lost its state)."""
+
+    token_id = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=128)
+    # Empty: good for any name not registered yet.
+    node_name = models.CharField(max_length=63, blank=True)
+    description = models.CharField(max_length=200, blank=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    used_by = models.CharField(max_length=63, blank=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"join token {self.token_id}" + (f" for {self.node_name}" if self.node_name else "")
 
 
 class Team(models.Model):

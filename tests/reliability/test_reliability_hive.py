@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from helpers import submit, wait_task
 from support.live import REPO, LiveHub, free_port, wait_for
@@ -51,6 +52,11 @@ def test_hive_runs_the_hub_and_its_nodes_and_stops_them_on_ctrl_c(tmp_path: Path
             ) == ["node-1", "node-2"]
 
         wait_for(nodes_ready, timeout=60, what="both demo nodes ready")
+        # The join token reaches the nodes through their environment: `ps` never shows it.
+        join_token = (tmp_path / "join_token").read_text().strip()
+        children = psutil.Process(hive.pid).children(recursive=True)
+        assert len(children) >= 3
+        assert not [p.pid for p in children if join_token in " ".join(p.cmdline())]
         task = submit(
             hub,
             token,

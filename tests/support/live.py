@@ -253,8 +253,6 @@ class NodeProcess:
             name,
             "--capacity",
             str(capacity),
-            "--join-token",
-            hub.join_token,
             "--state-dir",
             str(self.state_dir),
             "--heartbeat",
@@ -268,7 +266,9 @@ class NodeProcess:
             self.args += ["--agents", agents]
         self.args += list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = hub.data_dir / f"node-{name}.log"
+        # Two processes of one node (tests of identity) keep separate state dirs and logs.
+        suffix = "" if state_dir is None else f"-{self.state_dir.name}"
+        self.log_path = hub.data_dir / f"node-{name}{suffix}.log"
 
     def start(self) -> NodeProcess:
         self.state_dir.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from hivemind_web.hub.services.errors import (
     AtCapacity,
+    IdentityConflict,
     NotFound,
     ServiceValidationError,
     TransitionError,
@@ -20,7 +21,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, ServiceValidationError):
         body = {k: v if isinstance(v, list | dict) else [v] for k, v in exc.errors.items()}
         return Response(body, status=status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, TransitionError):
+    if isinstance(exc, TransitionError | IdentityConflict):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, AtCapacity):
         return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)

@@ -3,7 +3,8 @@
 A node authenticates with its bearer token in the handshake, says ``hello``, then streams
 heartbeats and task reports. Every frame is validated; a bad or unauthorised one gets an
 ``error`` frame and is dropped, and the connection stays up. A node may only report on tasks
-bound to it.
+bound to it. An identity has one live connection at a time (DESIGN §13): a second one is
+refused with close code 4409, and reports count only from the connection holding it.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def _session_uuid(session_id: str) -> uuid.UUID | None:
         return None
 
 
+def _close_reason(text: str) -> str:
+    # A close frame's reason is at most 123 bytes; the error frame before it has it all.
+    return text.encode("utf-8")[:123].decode("utf-8", "ignore")
+
+
 def _owned(session_id: str, node_name: str) -> Task | None:
     key = _session_uuid(session_id)
     if key is None:
@@ -93,6 +99,7 @@ def _fail_missing(node_name: str, session_ids: list[str], since: Any) -> None:
 class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
     node_name: str | None = None
     hello_done = False
+    epoch = 0  # of the connection holding the identity, once this one does
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -102,6 +109,7 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
         # Where to tell that the node accepted: the control channel of the assigning hub.
         self.reply_to: dict[str, str | None] = {}
         self.group_joined_at = 0.0
+        self.last_frame_at = time.monotonic()
 
     async def connect(self) -> None:
         self.runtime = await ensure_started()
@@ -109,15 +117,27 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
         if node is None:
             await self.close()  # before accept: the handshake is refused with 403
             return
-        self.node_name = node.name
-        await self.accept()
+        await self.accept()  # the refusal below needs an open socket to carry its reason
+        claim = await self.runtime.connections.claim(node.name, self.channel_name, node.token_hash)
+        if claim.refusal:
+            log.warning("node %s: refused a second connection", node.name)
+            await self.send_frame("error", code="identity_in_use", message=claim.refusal)
+            await self.close(code=protocol.CLOSE_CONFLICT, reason=_close_reason(claim.refusal))
+            return
+        self.node_name, self.epoch = node.name, claim.epoch
         await self.channel_layer.group_add(node_group(node.name), self.channel_name)
         self.group_joined_at = time.monotonic()
 
     async def disconnect(self, code: int) -> None:
         if self.node_name:
             await self.channel_layer.group_discard(node_group(self.node_name), self.channel_name)
+            await self.runtime.connections.release(self.channel_name)
             await self.runtime.write(node_services.node_disconnected, name=self.node_name)
+
+    @property
+    def current(self) -> bool:
+        """Whether this connection still holds its node's identity."""
+        return self.runtime.connections.holds(self.channel_name, self.epoch)
 
     async def send_frame(self, type_: str, **fields: Any) -> None:
         await self.send(text_data=protocol.encode(type_, **fields))
@@ -127,6 +147,12 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
         await self.send_frame("error", code=code, message=message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.node_name is None:
+            return  # refused: closing
+        self.last_frame_at = time.monotonic()
+        if not self.current:
+            await self.reject("superseded", "this connection no longer holds the node's identity")
+            return
         if text_data is None:
             await self.reject("bad_frame", "frames must be JSON text")
             return
@@ -220,6 +246,7 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
             session_id=session_id,
             attempt=attempt,
             node_name=self.node_name,
+            epoch=self.epoch,
         )
         self.runtime.spawn(self._after_accepted(written, session_id, attempt))
 
@@ -281,6 +308,7 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
                 output=output,
                 error=error,
                 node_name=self.node_name,
+                epoch=self.epoch,
             )
             self.assigned.discard(session_id)
         self.runtime.spawn(self._ack(written, session_id, attempt))
@@ -308,6 +336,8 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
     # Hub → node (channel-layer events for this node's group) -----------------------------
 
     async def task_assign(self, event: dict[str, Any]) -> None:
+        if not self.current:
+            return  # the connection holding the identity has it (no answer: not ours)
         try:
             frame = protocol.encode(
                 "task.assign",
@@ -336,3 +366,16 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
 
     async def node_drain(self, event: dict[str, Any]) -> None:
         await self.send_frame("drain")
+
+    async def connection_probe(self, event: dict[str, Any]) -> None:
+        """Another connection of this identity asks whether this one is live."""
+        idle = time.monotonic() - self.last_frame_at
+        await self.channel_layer.send(
+            event["reply_to"], {"type": "connection.alive", "idle": idle, "epoch": self.epoch}
+        )
+
+    async def connection_evict(self, event: dict[str, Any]) -> None:
+        """This connection lost the identity (taken over, or its token rotated)."""
+        log.warning("node %s: closing its connection: %s", self.node_name, event["reason"])
+        await self.send_frame("error", code="connection_closed", message=event["reason"])
+        await self.close(code=event["code"], reason=_close_reason(event["reason"]))

@@ -121,6 +121,8 @@ class Reaper:
         await rt.writer.enqueue_first(
             node_services.node_flush_heartbeats, beats, sample=self._ticks % SAMPLE_EVERY == 0
         )
+        # A connection that lost its identity (taken over, token rotated) is closed here.
+        await rt.connections.verify()
         now = timezone.now()
         # Heartbeats sent while this hub was down were never heard: judge a node's silence
         # only over time this hub has been listening, or a hub outage fails live nodes.

@@ -37,6 +37,7 @@ from hivemind_web.hub import intents
 from hivemind_web.hub.agents import hub_registry
 from hivemind_web.hub.broadcast import node_group
 from hivemind_web.hub.execution.batching import BATCHED
+from hivemind_web.hub.execution.connections import NodeConnections
 from hivemind_web.hub.execution.dispatcher import NodeDispatcher
 from hivemind_web.hub.execution.progress import ProgressCoalescer
 from hivemind_web.hub.execution.scheduler import HubScheduler
@@ -138,6 +139,7 @@ class Runtime:
         # this process last heard each node (monotonic), written or not.
         self.heartbeats: dict[str, dict[str, Any]] = {}
         self.heard: dict[str, float] = {}
+        self.connections = NodeConnections(self.writer, idle_limit=cfg["HEARTBEAT_GRACE"])
         self.fallback_mode = False
         self.local = LocalExecutor(
             self.registry,

@@ -37,19 +37,25 @@ from hivemind_web.hub.services.transitions import (
     SUCCEEDED,
     _bounded_output,
     clean_text,
+    lock_tasks,
 )
 
 Calls = list[dict[str, Any]]
 
 
 def _locked(session_ids: Iterable[str]) -> dict[str, Task]:
-    rows = (
-        Task.objects.select_related("team", "node")
-        .select_for_update(of=("self",))
+    rows = lock_tasks(
+        Task.objects.select_related("team")
         .filter(session_id__in=list(session_ids))
         .order_by("pk")  # one lock order for every hub process
     )
     return {str(task.session_id): task for task in rows}
+
+
+def _from_current_connection(task: Task, call: dict[str, Any]) -> bool:
+    """A node's report counts only from the connection holding its identity (DESIGN §13)."""
+    epoch = call.get("epoch")
+    return epoch is None or (task.node is not None and task.node.connection_epoch == epoch)
 
 
 def _save(changed: list[Task], fields: list[str]) -> None:
@@ -71,7 +77,12 @@ def mark_running_many(calls: Calls) -> list[bool]:
             if ok:
                 task.owner, task.route = call.get("owner", ""), Task.Route.LOCAL
         else:
-            ok = task.status == SCHEDULED and task.node_id and task.node.name == node_name
+            ok = (
+                task.status == SCHEDULED
+                and task.node_id
+                and task.node.name == node_name
+                and _from_current_connection(task, call)
+            )
         if ok:
             task.status, task.started_at, task.updated_at = RUNNING, now, now
             changed.append(task)
@@ -198,6 +209,7 @@ def finish_many(calls: Calls) -> list[Task | None]:
             or task.attempts != call["attempt"]
             or task.status not in ACTIVE
             or (node_name is not None and (not task.node_id or task.node.name != node_name))
+            or not _from_current_connection(task, call)
         ):
             continue
         status = call["status"]

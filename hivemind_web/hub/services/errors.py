@@ -21,3 +21,7 @@ class NotFound(Exception):
 
 class AtCapacity(Exception):
     """The local executor's queue is full: the submission is refused, not dropped (HTTP 503)."""
+
+
+class IdentityConflict(Exception):
+    """The name belongs to another node identity (HTTP 409)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable, Mapping
@@ -10,14 +9,15 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from executor_core.labels import LabelError, node_name_error, validate_labels
 from hivemind_web.hub import intents
 from hivemind_web.hub.models import Node, NodeLoadSample, Task
 from hivemind_web.hub.services import events
-from hivemind_web.hub.services.errors import NotFound, ServiceValidationError
+from hivemind_web.hub.services.errors import IdentityConflict, NotFound, ServiceValidationError
+from hivemind_web.hub.services.identity import hash_token, join_token_redeem
 from hivemind_web.hub.services.node_state import node_save, node_settle_drain
 from hivemind_web.hub.services.orchestrator import tasks_fail_each
 from hivemind_web.hub.services.rows import set_fields
@@ -25,12 +25,14 @@ from hivemind_web.hub.services.rows import set_fields
 ERR_CAPACITY = "capacity must be an integer between 1 and 1024"
 ERR_JOIN_TOKEN = "invalid join token"
 ERR_NAME_TAKEN = "a node named {name!r} is already registered"
+ERR_NAME_BOUND = (
+    "a node named {name!r} is already registered, and its name is bound to its token: the "
+    "join token cannot issue another. If that node lost its token, rotate it on the hub "
+    '(`manage.py node_token {name} --rotate`, or the admin\'s "Rotate token" action), or '
+    "register it with a join token made for it (`manage.py join_token create --node {name}`)"
+)
 MAX_CAPACITY = 1024
 NODE_LOST = "node lost"
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def get_node(name: str, *, lock: bool = False) -> Node:
@@ -65,27 +67,44 @@ def validate_node_fields(
 def node_register(
     *, join_token: str, name: str, labels: Mapping[str, str] | None = None, capacity: int = 1
 ) -> tuple[Node, str]:
-    """Register a node with the hub's join token; returns the node and its new token.
+    """Register a node with a join token; returns the node and its new token.
 
-    The token is shown once: only its hash is stored. Registering an existing name again with
-    the join token re-issues the token (a node that lost its state file can rejoin).
+    The token is shown once: only its hash is stored. A name is bound to its token: a taken
+    name is refused (IdentityConflict) unless the join token was made for that node, so
+    holding the shared join token never lets anyone take over a registered node.
     """
+    labels = dict(labels or {})
+    errors = validate_node_fields(name=name, labels=labels, capacity=capacity)
     expected = settings.HIVEMIND["JOIN_TOKEN"]
     # As bytes: compare_digest refuses str holding anything but ASCII (a TypeError, a 500).
     given = str(join_token).encode("utf-8", "surrogatepass")
-    if not expected or not hmac.compare_digest(given, expected.encode("utf-8", "surrogatepass")):
+    shared = bool(expected) and hmac.compare_digest(
+        given, expected.encode("utf-8", "surrogatepass")
+    )
+    # Redeemed inside this transaction: a registration refused below does not use it up.
+    grant = None if shared else join_token_redeem(str(join_token), name=name)
+    if not shared and grant is None:
         raise PermissionError(ERR_JOIN_TOKEN)
-    labels = dict(labels or {})
-    errors = validate_node_fields(name=name, labels=labels, capacity=capacity)
     if errors:
         raise ServiceValidationError(errors)
+    node = Node.objects.select_for_update().filter(name=name).first()
+    if node is not None and not (grant is not None and grant.node_name == name):
+        raise IdentityConflict(ERR_NAME_BOUND.format(name=name))
     token = secrets.token_urlsafe(32)
-    node, _created = Node.objects.select_for_update().get_or_create(
-        name=name, defaults={"labels": labels, "capacity": capacity}
+    if node is None:
+        try:
+            with transaction.atomic():  # two registrations of one new name: one wins
+                node = Node.objects.create(
+                    name=name, labels=labels, capacity=capacity, token_hash=hash_token(token)
+                )
+        except IntegrityError:
+            raise IdentityConflict(ERR_NAME_BOUND.format(name=name)) from None
+    else:  # its own join token: the node rejoins, and the old token stops working
+        node.token_hash = hash_token(token)
+        node.save(update_fields=["token_hash", "updated_at"])
+    events.node_event(
+        node, "registered", actor=name, join_token=grant.token_id if grant else "shared"
     )
-    node.token_hash = hash_token(token)
-    node.save(update_fields=["token_hash", "updated_at"])
-    events.node_event(node, "registered", actor=name)
     events.publish_node(node)
     intents.nodes_changed()
     return node, token

@@ -25,6 +25,7 @@ from hivemind_web.hub.services.transitions import (
     _stop_after_commit,
     _transition,
     clean_text,
+    lock_tasks,
 )
 
 
@@ -47,14 +48,14 @@ def task_handle_failure(*, task: Task, error: str, actor: Any = None) -> Task | 
     when that attempt has ended or moved on meanwhile.
     """
     seen_attempt, seen_node = task.attempts, task.node_id
-    task = (
-        Task.objects.select_related("team", "node")
-        .select_for_update(of=("self",))
-        .filter(pk=task.pk, attempts=seen_attempt, node_id=seen_node, status__in=list(ACTIVE))
-        .first()
+    rows = lock_tasks(
+        Task.objects.select_related("team").filter(
+            pk=task.pk, attempts=seen_attempt, node_id=seen_node, status__in=list(ACTIVE)
+        )
     )
-    if task is None:
+    if not rows:
         return None
+    task = rows[0]
     decision = _decide(task)
     error = clean_text(error or "failed")[:10000]
     node_name = task.node.name if task.node_id else None

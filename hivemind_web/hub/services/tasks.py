@@ -35,6 +35,7 @@ from hivemind_web.hub.services.transitions import (
     _transition,
     clean_text,
     hub_limits,
+    lock_tasks,
 )
 
 ERR_TERMINAL = "task {sid} is already {status}"
@@ -44,14 +45,17 @@ ERR_ALREADY_LOCAL = "task {sid} already runs locally"
 def get_task(session_id: Any, *, lock: bool = False) -> Task:
     """The task, or NotFound. ``lock`` holds its row until the transaction ends, so what a
     transition read (its node, its attempt) cannot change under it."""
-    qs = Task.objects.select_related("team", "node")
-    if lock:
-        qs = qs.select_for_update(of=("self",))
     try:
         uuid.UUID(str(session_id))
-        return qs.get(session_id=session_id)
-    except (ValueError, Task.DoesNotExist):
+    except ValueError:
         raise NotFound(f"no task {session_id}") from None
+    if lock:
+        rows = lock_tasks(Task.objects.select_related("team").filter(session_id=session_id))
+    else:
+        rows = list(Task.objects.select_related("team", "node").filter(session_id=session_id))
+    if not rows:
+        raise NotFound(f"no task {session_id}")
+    return rows[0]
 
 
 @transaction.atomic
@@ -111,10 +115,16 @@ def task_unbind(*, session_id: str, attempt: int, reason: str) -> bool:
 
 @transaction.atomic
 def task_mark_running(
-    *, session_id: str, attempt: int, node_name: str | None = None, owner: str = ""
+    *,
+    session_id: str,
+    attempt: int,
+    node_name: str | None = None,
+    owner: str = "",
+    epoch: int | None = None,
 ) -> bool:
-    """pending → running (local) or scheduled → running on ``node_name`` (it accepted)."""
-    call = {"session_id": session_id, "attempt": attempt, "node_name": node_name}
+    """pending → running (local) or scheduled → running on ``node_name`` (it accepted;
+    ``epoch``: on the connection holding the node's identity)."""
+    call = {"session_id": session_id, "attempt": attempt, "node_name": node_name, "epoch": epoch}
     return batched.mark_running_many([{**call, "owner": owner}])[0]
 
 
@@ -169,10 +179,12 @@ def task_finish(
     error: str = "",
     node_name: str | None = None,
     actor: Any = None,
+    epoch: int | None = None,
 ) -> Task | None:
-    """Record an attempt's end. A failure goes to the team orchestrator, which may retry."""
+    """Record an attempt's end. A failure goes to the team orchestrator, which may retry.
+    ``epoch``: a node's report, from the connection holding its identity."""
     call = {"session_id": session_id, "attempt": attempt, "status": status, "output": output}
-    call.update(error=error, node_name=node_name, actor=actor)
+    call.update(error=error, node_name=node_name, actor=actor, epoch=epoch)
     return batched.finish_many([call])[0]
 
 

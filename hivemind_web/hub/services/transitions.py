@@ -11,16 +11,35 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from executor_core.types import TaskStatus
 from hivemind_web.hub import intents
-from hivemind_web.hub.models import Task
+from hivemind_web.hub.models import Node, Task
 
 PENDING, SCHEDULED, RUNNING = TaskStatus.PENDING, TaskStatus.SCHEDULED, TaskStatus.RUNNING
 SUCCEEDED, FAILED, CANCELLED = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED
 ACTIVE = (PENDING, SCHEDULED, RUNNING)
 BOUND = (SCHEDULED, RUNNING)
+
+
+def lock_tasks(tasks: QuerySet[Task]) -> list[Task]:
+    """``tasks`` with their rows locked until the transaction ends, each with its node as
+    it is now.
+
+    The node is re-read when it needs to be: on PostgreSQL, a read that waited for the lock
+    (another hub was binding the task) gets the task row as it is after the wait, its new
+    ``node_id``, but keeps the node joined before the wait (none, or the old one).
+    """
+    rows = list(tasks.select_related("node").select_for_update(of=("self",)))
+    field = Task._meta.get_field("node")
+    stale = [t for t in rows if getattr(field.get_cached_value(t, None), "pk", None) != t.node_id]
+    if stale:
+        nodes = Node.objects.in_bulk({t.node_id for t in stale if t.node_id is not None})
+        for task in stale:
+            field.set_cached_value(task, nodes.get(task.node_id))
+    return rows
 
 
 def hub_limits() -> dict[str, Any]:

@@ -58,6 +58,7 @@ class Command(BaseCommand):
         join_token = settings.HIVEMIND["JOIN_TOKEN"] or persistent_secret(
             settings.DATA_DIR / "join_token"
         )
+        # Through the environment, never argv: a command line is visible to all in `ps`.
         env["HIVEMIND_JOIN_TOKEN"] = join_token
         hub_url = f"http://{host}:{port}"
         procs: list[subprocess.Popen[bytes]] = []
@@ -94,8 +95,6 @@ class Command(BaseCommand):
                             DEMO_LABELS[i % len(DEMO_LABELS)],
                             "--capacity",
                             str(capacity),
-                            "--join-token",
-                            join_token,
                             "--state-dir",
                             str(state_dir),
                         ],
