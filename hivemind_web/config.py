@@ -108,6 +108,16 @@ def env_command_agents() -> list[Any]:
     return agents
 
 
+def env_llm() -> Any:
+    """The llm agent's configuration (``HIVEMIND_LLM_*``), None when not configured."""
+    from executor_core.agents.llm import llm_config_from_env
+
+    try:
+        return llm_config_from_env()
+    except ValueError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
+
+
 def persistent_secret(path: Path) -> str:
     """Generate a secret on first run and keep it, so sessions survive a restart."""
     try:

@@ -20,6 +20,7 @@ from hivemind_web.config import (
     env_float,
     env_int,
     env_list,
+    env_llm,
     env_str,
     persistent_secret,
 )
@@ -194,4 +195,6 @@ HIVEMIND = {
     # How the hub's local executor runs agents that do not say (see executor_core.agents).
     "AGENT_ISOLATION": env_choice("HIVEMIND_AGENT_ISOLATION", INLINE, ISOLATIONS),
     "COMMAND_AGENTS": env_command_agents(),
+    # The llm agent runs locally when the hub has HIVEMIND_LLM_* (never shown: holds the key).
+    "LLM": env_llm(),
 }

@@ -79,6 +79,14 @@ class AgentRegistry:
     def names(self) -> list[str]:
         return sorted(self._runners)
 
+    def models(self, agents: Iterable[str] | None = None) -> list[str]:
+        """The models the agents (all, or those named) serve, from their ``models``."""
+        names = self._runners if agents is None else [a for a in agents if a in self._runners]
+        served: set[str] = set()
+        for name in names:
+            served.update(getattr(self._runners[name], "models", ()) or ())
+        return sorted(served)
+
     def __contains__(self, agent_id: object) -> bool:
         return agent_id in self._runners
 

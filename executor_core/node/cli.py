@@ -22,6 +22,7 @@ from executor_core.agents import (
     default_registry,
     parse_command_agents,
 )
+from executor_core.agents.llm import LlmAgent, llm_config_from_env
 from executor_core.labels import LabelError, format_labels, node_name_error, parse_labels
 from executor_core.node import protocol
 from executor_core.node.agent import NodeAgent, NodeConfig
@@ -177,9 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registry(args: argparse.Namespace, parser: argparse.ArgumentParser) -> AgentRegistry:
-    """The built-ins, the plugins and the command agents, run with the chosen isolation."""
+    """The built-ins, the plugins, the llm agent when configured and the command agents,
+    run with the chosen isolation."""
     registry = default_registry()
     registry.isolation = args.isolation
+    try:
+        llm = llm_config_from_env()
+        if llm is not None:
+            registry.register(LlmAgent(llm))
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         env_allow = [v.strip() for v in args.command_env.split(",") if v.strip()]
         commands = parse_command_agents(
@@ -250,8 +258,10 @@ def _configure_logging(level: str, name: str) -> None:
         level=level.upper(),
         format=f"%(asctime)s %(levelname)s hivemind-node[{name}] %(message)s",
     )
-    # The websockets library logs every frame at DEBUG; only its problems matter here.
-    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # These libraries log every frame or request; only their problems matter here.
+    quiet = max(logging.WARNING, logging.getLogger().level)
+    for chatty in ("websockets", "httpx", "httpx2", "httpcore", "httpcore2", "openai"):
+        logging.getLogger(chatty).setLevel(quiet)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

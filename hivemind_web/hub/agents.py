@@ -1,5 +1,6 @@
-"""The hub's agent registry: built-ins, plugins of the ``hivemind.agents`` entry points, and
-the command agents of ``HIVEMIND_COMMAND_AGENTS``, run with ``HIVEMIND_AGENT_ISOLATION``."""
+"""The hub's agent registry: built-ins, plugins of the ``hivemind.agents`` entry points, the
+llm agent when ``HIVEMIND_LLM_*`` configure it, and the command agents of
+``HIVEMIND_COMMAND_AGENTS``, run with ``HIVEMIND_AGENT_ISOLATION``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from executor_core.agents import AgentRegistry, default_registry
+from executor_core.agents.llm import LlmAgent
 
 
 @cache
@@ -16,11 +18,12 @@ def hub_registry() -> AgentRegistry:
     cfg = settings.HIVEMIND
     registry = default_registry()
     registry.isolation = cfg["AGENT_ISOLATION"]
-    for agent in cfg["COMMAND_AGENTS"]:
+    agents = [LlmAgent(cfg["LLM"])] if cfg["LLM"] is not None else []
+    for agent in [*agents, *cfg["COMMAND_AGENTS"]]:
         if agent.name in registry:
             raise ImproperlyConfigured(
-                f"HIVEMIND_COMMAND_AGENTS: command agent {agent.name!r}: a plugin agent has "
-                "that name"
+                f"agent {agent.name!r} (HIVEMIND_LLM_* or HIVEMIND_COMMAND_AGENTS): a plugin "
+                "agent has that name"
             )
         registry.register(agent)
     return registry
