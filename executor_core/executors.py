@@ -224,6 +224,8 @@ class LocalExecutor:
                 result = self._result(request, TaskStatus.FAILED, error=describe_exception(exc))
             else:
                 result = self._completed(request, output)
+            if ctx.usage:
+                result = dataclasses.replace(result, usage=ctx.usage)
             return self._finish(result)
         finally:
             self._running.pop(request.session_id, None)

@@ -187,3 +187,5 @@ class ExecutionResult:
     node: str | None = None
     fallback_reason: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
+    # What the run consumed, as its agent recorded it (AgentContext.record_usage).
+    usage: Mapping[str, Any] = field(default_factory=dict)

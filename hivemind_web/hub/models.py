@@ -271,6 +271,9 @@ class TaskAttempt(models.Model):
     fallback_reason = models.TextField(blank=True)
     # The scheduler's explanation of the placement (score, why this node).
     placement = models.JSONField(default=dict, blank=True)
+    # What the run consumed, as its agent reported it: {model, prompt_tokens,
+    # completion_tokens, first_token_ms, total_ms} for the llm agent; {} when nothing.
+    usage = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.ROUTING)
     error = models.TextField(blank=True)
     owner = models.CharField(max_length=128, blank=True)

@@ -8,7 +8,7 @@ import uuid
 from django.db.models import Count, Q, QuerySet
 
 from executor_core.types import TaskStatus
-from hivemind_web.hub.models import Node, Task, Team
+from hivemind_web.hub.models import Node, Task, TaskAttempt, Team
 
 BOUND = ["scheduled", "running"]
 ERR_STATUS = "unknown status {value!r}; expected some of: {choices}"
@@ -94,3 +94,13 @@ def fleet_summary() -> dict[str, int]:
 
 def team_by_name(name: str) -> Team | None:
     return Team.objects.filter(name=name).first()
+
+
+def current_usage(task: Task) -> dict:
+    """What the task's current attempt consumed, as its agent reported it ({} when nothing)."""
+    usage = (
+        TaskAttempt.objects.filter(task=task, number=task.attempts)
+        .values_list("usage", flat=True)
+        .first()
+    )
+    return usage or {}

@@ -104,3 +104,27 @@ def test_forcing_a_remote_task_local_supersedes_its_attempt() -> None:
 def test_attempts_of_an_unknown_task_are_a_404(bob: APIClient) -> None:
     response = bob.get("/api/v1/tasks/00000000-0000-0000-0000-000000000000/attempts/")
     assert response.status_code == 404
+
+
+def test_usage_is_kept_on_its_attempt_and_shown_with_the_task(bob: APIClient) -> None:
+    ready_node("n1")
+    team_services.team_get_or_create(name="blue")
+    task = submission.task_submit(
+        actor=None, agent_id="echo", strategy="golem", team="blue", start=False
+    )
+    sid = str(task.session_id)
+    spent = {"model": "small", "prompt_tokens": 12, "completion_tokens": 30}
+    run_on(sid, 1, "n1")
+    # A failed attempt consumed tokens too: they stay on that attempt.
+    task_services.task_finish(
+        session_id=sid, attempt=1, status="failed", error="boom", node_name="n1", usage=spent
+    )
+    assert bob.get(f"/api/v1/tasks/{sid}/").json()["usage"] == {}  # attempt 2 has none yet
+    run_on(sid, 2, "n1")
+    again = {**spent, "prompt_tokens": 13, "first_token_ms": 41}
+    task_services.task_finish(
+        session_id=sid, attempt=2, status="succeeded", output="ok", node_name="n1", usage=again
+    )
+    attempts = bob.get(f"/api/v1/tasks/{sid}/attempts/").json()["results"]
+    assert [a["usage"] for a in attempts] == [spent, again]
+    assert bob.get(f"/api/v1/tasks/{sid}/").json()["usage"] == again

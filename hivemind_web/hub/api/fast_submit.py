@@ -217,5 +217,7 @@ async def _serve(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _respond(send, 201, [task_snapshot(t) for t in tasks])
     else:
         detail = task_snapshot(tasks[0])
-        detail.update(log=list(tasks[0].log), excluded_nodes=list(tasks[0].excluded_nodes))
+        detail.update(
+            log=list(tasks[0].log), excluded_nodes=list(tasks[0].excluded_nodes), usage={}
+        )
         await _respond(send, 201, detail)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from hivemind_web.hub.models import Node, NodeEvent, Task, TaskAttempt, TaskEvent, Team
+from hivemind_web.hub.selectors import current_usage
 from hivemind_web.hub.snapshots import NODE_FIELDS, TASK_FIELDS
 
 
@@ -20,9 +21,15 @@ class TaskSerializer(serializers.ModelSerializer):
 
 
 class TaskDetailSerializer(TaskSerializer):
+    # What the current attempt consumed (model, tokens, latency), {} when nothing.
+    usage = serializers.SerializerMethodField()
+
     class Meta(TaskSerializer.Meta):
-        fields = [*TaskSerializer.Meta.fields, "log", "excluded_nodes"]
+        fields = [*TaskSerializer.Meta.fields, "log", "excluded_nodes", "usage"]
         read_only_fields = fields
+
+    def get_usage(self, task: Task) -> dict:
+        return current_usage(task)
 
 
 class TaskSubmitSerializer(serializers.Serializer):
@@ -52,6 +59,7 @@ class TaskAttemptSerializer(serializers.ModelSerializer):
             "reason",
             "fallback_reason",
             "placement",
+            "usage",
             "status",
             "error",
             "created_at",

@@ -15,7 +15,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -110,6 +110,7 @@ class LocalFallback:
             output=result.output,
             error=result.error,
             fallback_reason=reason,
+            usage=result.usage,
         )
 
 
@@ -385,10 +386,18 @@ class Runtime:
                 result.status,
                 output=result.output,
                 error=result.error,
+                usage=result.usage,
             )
 
     async def _finish(
-        self, session_id: str, attempt: int, status: str, *, output: str = "", error: str = ""
+        self,
+        session_id: str,
+        attempt: int,
+        status: str,
+        *,
+        output: str = "",
+        error: str = "",
+        usage: Mapping[str, Any] | None = None,
     ) -> None:
         self.progress.flush_nowait(session_id)
         await self.writer.run(
@@ -398,6 +407,7 @@ class Runtime:
             status=status,
             output=output,
             error=error,
+            usage=dict(usage or {}),
         )
 
     async def stop(self, session_id: str, node: str | None) -> None:

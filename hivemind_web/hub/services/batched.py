@@ -202,6 +202,7 @@ def finish_many(calls: Calls) -> list[Task | None]:
     changed, ended, freed = [], [], Counter()
     by_status: dict[str, list[tuple[int, int]]] = defaultdict(list)
     errors: dict[tuple[int, int], str] = {}
+    usages: list[tuple[tuple[int, int], dict[str, Any]]] = []
     for i, call in enumerate(calls):
         task, node_name = rows.get(call["session_id"]), call.get("node_name")
         if (
@@ -212,6 +213,8 @@ def finish_many(calls: Calls) -> list[Task | None]:
             or not _from_current_connection(task, call)
         ):
             continue
+        if call.get("usage"):  # whatever the outcome: a failed call may have cost tokens
+            usages.append(((task.pk, task.attempts), dict(call["usage"])))
         status = call["status"]
         if status == FAILED:
             error, actor = call.get("error", ""), call.get("actor") or node_name
@@ -240,6 +243,8 @@ def finish_many(calls: Calls) -> list[Task | None]:
         for pair in pairs:
             if pair in errors:
                 attempts_update([pair], status=status, finished_at=now, error=errors[pair])
+    for pair, usage in usages:
+        attempts_update([pair], usage=usage)
     release_slots(freed)
     events.task_events(ended)
     return results

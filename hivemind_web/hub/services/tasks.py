@@ -180,11 +180,13 @@ def task_finish(
     node_name: str | None = None,
     actor: Any = None,
     epoch: int | None = None,
+    usage: Mapping[str, Any] | None = None,
 ) -> Task | None:
-    """Record an attempt's end. A failure goes to the team orchestrator, which may retry.
-    ``epoch``: a node's report, from the connection holding its identity."""
+    """Record an attempt's end (and what it consumed, on the attempt). A failure goes to the
+    team orchestrator, which may retry. ``epoch``: a node's report, from the connection
+    holding its identity."""
     call = {"session_id": session_id, "attempt": attempt, "status": status, "output": output}
-    call.update(error=error, node_name=node_name, actor=actor, epoch=epoch)
+    call.update(error=error, node_name=node_name, actor=actor, epoch=epoch, usage=usage or {})
     return batched.finish_many([call])[0]
 
 
