@@ -325,7 +325,13 @@ class NodeAgent:
             )
             return
         reporter = RunReporter(sid, self._send)
-        ctx = AgentContext(agent_id, sid, on_progress=reporter.on_progress, on_log=reporter.on_log)
+        ctx = AgentContext(
+            agent_id,
+            sid,
+            model=message.get("model", ""),
+            on_progress=reporter.on_progress,
+            on_log=reporter.on_log,
+        )
         run = Run(sid, attempt, agent_id, message["input"], ctx, reporter)
         # Registered before any await, so the next assignment already counts this one.
         self._runs[key] = run

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -208,9 +208,31 @@ def _running_tasks(value: Any) -> list[dict[str, Any]]:
 class MessageSpec:
     sender: Direction
     fields: Mapping[str, Validator]
+    # Fields a peer may leave out (older nodes, nothing to say), with the value they take.
+    optional: Mapping[str, Any] = field(default_factory=dict)
 
 
-# The one definition of every message: its sender and its fields, all required.
+MAX_USAGE_FIELDS = 16
+
+
+def _usage(value: Any) -> dict[str, Any]:
+    """What a run consumed: a small flat object of names to numbers, short texts or null."""
+    if not isinstance(value, dict):
+        raise _Invalid("must be an object")
+    if len(value) > MAX_USAGE_FIELDS:
+        raise _Invalid(f"must hold at most {MAX_USAGE_FIELDS} fields (got {len(value)})")
+    for key, item in value.items():
+        if not isinstance(key, str) or not 0 < len(key) <= 64:
+            raise _Invalid("keys must be names of at most 64 characters")
+        number = isinstance(item, int | float) and not isinstance(item, bool)
+        if number and not math.isfinite(item):
+            raise _Invalid(f"{key} must be a finite number")
+        if not (item is None or number or (isinstance(item, str) and len(item) <= 256)):
+            raise _Invalid(f"{key} must be a number, a text of at most 256 characters or null")
+    return dict(value)
+
+
+# The one definition of every message: its sender and its fields, required unless optional.
 MESSAGES: Mapping[str, MessageSpec] = MappingProxyType(
     {
         # node -> hub
@@ -263,7 +285,9 @@ MESSAGES: Mapping[str, MessageSpec] = MappingProxyType(
                 "status": _choice(*FINISHED_STATUSES),
                 "output": _text(MAX_PAYLOAD_CHARS),
                 "error": _text(MAX_ERROR_CHARS),
+                "usage": _usage,  # what the run consumed (model, tokens); {} for nothing
             },
+            optional={"usage": {}},
         ),
         "draining": MessageSpec(NODE, {}),
         # hub -> node
@@ -307,6 +331,9 @@ def _validate(type_: str, raw: Mapping[str, Any], spec: MessageSpec) -> Message:
         raise ProtocolError(UNEXPECTED_FIELD, f"{type_}: unexpected field {extra[0]!r}")
     fields: dict[str, Any] = {}
     for name, check in spec.fields.items():
+        if name not in raw and name in spec.optional:
+            fields[name] = spec.optional[name]
+            continue
         if name not in raw:
             raise ProtocolError(MISSING_FIELD, f"{type_}: missing field {name!r}")
         try:

@@ -73,6 +73,7 @@ def result_of(run: Run, status: str, output: str, error: str) -> dict[str, Any]:
         "status": status,
         "output": output,
         "error": clip(error, protocol.MAX_ERROR_CHARS),
+        "usage": run.ctx.usage,
     }
     try:
         protocol.encode("task.finished", **result)

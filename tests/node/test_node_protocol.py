@@ -31,6 +31,7 @@ VALID: dict[str, dict[str, Any]] = {
         "status": "succeeded",
         "output": "done",
         "error": "",
+        "usage": {"model": "small", "prompt_tokens": 12, "first_token_ms": 40.5},
     },
     "draining": {},
     "welcome": {"node": "gpu-1", "heartbeat_interval": 5},
@@ -64,6 +65,11 @@ def test_every_message_round_trips(type_: str) -> None:
         k: float(v) if k in ("cpu", "mem", "pct", "heartbeat_interval") else v
         for k, v in VALID[type_].items()
     }
+
+
+def test_an_optional_field_left_out_takes_its_default() -> None:
+    message = parse_frame(frame("task.finished", usage=...), direction="node")
+    assert message["usage"] == {}
 
 
 def test_an_encoded_frame_carries_type_and_version() -> None:
@@ -146,6 +152,16 @@ ERRORS = [
         N,
         INVALID,
         "output must be at most 262144 characters",
+    ),
+    (frame("task.finished", usage=[]), N, INVALID, "usage must be an object"),
+    (frame("task.finished", usage={"a": {}}), N, INVALID, "a must be a number, a text"),
+    (frame("task.finished", usage={"n": "x" * 257}), N, INVALID, "at most 256 characters"),
+    (frame("task.finished", usage={"": 1}), N, INVALID, "keys must be names"),
+    (
+        frame("task.finished", usage={f"k{i}": i for i in range(17)}),
+        N,
+        INVALID,
+        "usage must hold at most 16 fields (got 17)",
     ),
     # hub -> node
     (frame("welcome", heartbeat_interval=0), H, INVALID, "heartbeat_interval"),

@@ -295,7 +295,13 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
             )
 
     async def on_task_finished(
-        self, session_id: str, attempt: int, status: str, output: str = "", error: str = ""
+        self,
+        session_id: str,
+        attempt: int,
+        status: str,
+        output: str = "",
+        error: str = "",
+        usage: dict | None = None,
     ) -> None:
         written = None
         if await self._authorised(session_id):
@@ -309,6 +315,7 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
                 error=error,
                 node_name=self.node_name,
                 epoch=self.epoch,
+                usage=usage or {},
             )
             self.assigned.discard(session_id)
         self.runtime.spawn(self._ack(written, session_id, attempt))

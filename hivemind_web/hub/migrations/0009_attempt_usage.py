@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('hub', '0008_node_identity'),
+        ("hub", "0008_node_identity"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='taskattempt',
-            name='usage',
+            model_name="taskattempt",
+            name="usage",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]
