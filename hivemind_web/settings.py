@@ -183,7 +183,8 @@ HIVEMIND = {
     "LOCAL_QUEUE_LIMIT": env_int("HIVEMIND_LOCAL_QUEUE_LIMIT", 1000, minimum=1),
     "MAX_INPUT_BYTES": env_int("HIVEMIND_MAX_INPUT_BYTES", 256 * 1024, minimum=1),
     "MAX_OUTPUT_BYTES": env_int("HIVEMIND_MAX_OUTPUT_BYTES", 256 * 1024, minimum=1),
-    "MAX_LOG_LINES": env_int("HIVEMIND_MAX_LOG_LINES", 500, minimum=1),
+    # A task keeps (and its page tails) its last this many log lines.
+    "MAX_LOG_LINES": env_int("HIVEMIND_MAX_LOG_LINES", 2000, minimum=1, maximum=100_000),
     "JOIN_TOKEN": env_str("HIVEMIND_JOIN_TOKEN"),
     "HEARTBEAT_INTERVAL": env_float("HIVEMIND_HEARTBEAT_INTERVAL", 5.0, minimum=0.1),
     "HEARTBEAT_GRACE": env_float("HIVEMIND_HEARTBEAT_GRACE", 15.0, minimum=0.1),

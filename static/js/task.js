@@ -17,10 +17,29 @@ function logBox() {
 function followLog() {
   const box = logBox();
   if (!box) return;
+  countLines(box);
   box.addEventListener("scroll", () => {
     pinned = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
   });
   if (pinned) box.scrollTop = box.scrollHeight;
+}
+
+// Only the last lines stay on the page, as the hub keeps them: a chatty agent must not grow
+// the page without bound. ``shown`` counts the box's lines, so trimming costs nothing until due.
+let shown = 0;
+
+function countLines(box) {
+  shown = box.textContent.split("\n").length - 1;
+}
+
+function tail(box, added) {
+  shown += added;
+  const max = Number(box.dataset.maxLines) || 2000;
+  if (shown <= max) return;
+  const kept = box.textContent.split("\n");
+  kept.pop(); // the text ends with a newline
+  box.textContent = kept.slice(-max).map((line) => `${line}\n`).join("");
+  shown = Math.min(max, kept.length);
 }
 
 const fragment = new LiveFragment(container, { onSwap: followLog });
@@ -33,6 +52,7 @@ const render = renderScheduler(() => {
   const box = logBox();
   if (box && lines.length) {
     box.append(document.createTextNode(lines.map((line) => `${line}\n`).join("")));
+    tail(box, lines.length);
     if (pinned) box.scrollTop = box.scrollHeight;
   }
   lines = [];

@@ -176,3 +176,14 @@ def test_the_snapshot_endpoint_pages_and_filters(bob: Client, node: Node) -> Non
 def test_without_tasks_asked_the_snapshot_has_no_page(bob: Client) -> None:
     body = json.loads(bob.get("/board/snapshot.json").content)
     assert "tasks" not in body and body["type"] == "snapshot"
+
+
+def test_the_task_page_shows_what_the_attempt_consumed(bob: Client) -> None:
+    task = submission.task_submit(actor=None, agent_id="echo", strategy="local", start=False)
+    sid = str(task.session_id)
+    assert task_services.task_mark_routed(session_id=sid, attempt=1, route="local", reason="")
+    assert task_services.task_mark_running(session_id=sid, attempt=1)
+    usage = {"model": "tiny", "prompt_tokens": 12, "completion_tokens": 30, "first_token_ms": 41}
+    task_services.task_finish(session_id=sid, attempt=1, status="succeeded", usage=usage)
+    html = bob.get(f"/tasks/{sid}/").content.decode()
+    assert "12 prompt + 30 completion tokens" in html and "first token after 41 ms" in html

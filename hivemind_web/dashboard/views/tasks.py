@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -19,6 +20,7 @@ from hivemind_web.dashboard.views.common import (
 )
 from hivemind_web.hub.api.permissions import CONTROL, SUBMIT, VIEW
 from hivemind_web.hub.models import Task
+from hivemind_web.hub.selectors import current_usage
 from hivemind_web.hub.services import submission
 from hivemind_web.hub.services import tasks as task_services
 from hivemind_web.hub.services.errors import NotFound, ServiceValidationError, TransitionError
@@ -62,7 +64,13 @@ def _task_context(task: Task) -> dict[str, Any]:
     events = list(selectors.task_events(task))
     # The scheduler's own word on the latest placement ("why this node").
     placed = [e.data.get("placement") for e in events if e.kind == "scheduled"]
-    return {"task": task, "events": events, "placement": placed[-1] if placed else ""}
+    return {
+        "task": task,
+        "events": events,
+        "placement": placed[-1] if placed else "",
+        "usage": current_usage(task),
+        "max_log_lines": settings.HIVEMIND["MAX_LOG_LINES"],
+    }
 
 
 @viewer_required
