@@ -216,7 +216,7 @@ from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import Group, User
 from django.db import transaction
-from rest_framework.authtoken.models import Token
+from hivemind_web.hub.services.api_tokens import api_token_create
 from hivemind_web.hub.services.nodes import node_create
 
 user = User.objects.create_superuser("bench", "", "bench-" + {password!r})
@@ -235,7 +235,7 @@ with transaction.atomic():
     for i in range({sim_nodes}):
         name = "sim-%04d" % i
         nodes[name] = node_create(name=name, labels={{"sim": "true"}}, capacity=16)[1]
-out = {{"token": Token.objects.create(user=user).key, "sessions": sessions, "nodes": nodes}}
+out = {{"token": api_token_create(user=user), "sessions": sessions, "nodes": nodes}}
 open({out!r}, "w").write(json.dumps(out))
 """
 

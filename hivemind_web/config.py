@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,17 @@ def env_bool(name: str, default: bool) -> bool:
     if raw.lower() in ("0", "false", "no", "off"):
         return False
     raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
+
+
+_RATE = re.compile(r"^[1-9][0-9]*/(s|sec|m|min|h|hour|d|day)$")
+
+
+def env_rate(name: str, default: str) -> str:
+    """A rate limit as DRF writes it: ``10/min`` (per second, minute, hour or day)."""
+    raw = os.environ.get(name) or default
+    if not _RATE.match(raw):
+        raise ImproperlyConfigured(f"{name} must be a rate such as 10/min, got {raw!r}")
+    return raw
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -129,3 +141,12 @@ def persistent_secret(path: Path) -> str:
         with os.fdopen(fd, "w") as handle:
             handle.write(value)
         return value
+
+
+def private_file(path: Path) -> None:
+    """Make sure ``path`` exists and only its owner may read it (mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    mode = path.stat().st_mode
+    if mode & 0o077 and path.stat().st_uid == os.getuid():  # made before this rule: tighten
+        path.chmod(0o600)

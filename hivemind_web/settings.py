@@ -8,11 +8,13 @@ in-memory channel layer, a secret key generated on first run. Production sets ``
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 
 from executor_core.agents.isolation import INLINE, ISOLATIONS
+from executor_core.types import TaskStatus
 from hivemind_web.config import (
     env_bool,
     env_choice,
@@ -21,8 +23,10 @@ from hivemind_web.config import (
     env_int,
     env_list,
     env_llm,
+    env_rate,
     env_str,
     persistent_secret,
+    private_file,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -42,7 +46,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "axes",
     "drf_spectacular",
     "channels",
     "hivemind_web.hub",
@@ -59,6 +63,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it answers a locked-out login attempt.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "hivemind_web.urls"
@@ -85,6 +91,9 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATA_DIR.mkdir(parents=True, exist_ok=True)
+    # Created owner-only before SQLite opens it: it holds password and token hashes.
+    # SQLite gives its -wal and -shm files the database file's mode.
+    private_file(Path(DATABASES["default"]["NAME"]))
     # WAL lets readers work while one writer commits; IMMEDIATE takes the write lock at BEGIN,
     # so concurrent writers queue on the busy timeout instead of failing on lock upgrade.
     DATABASES["default"]["OPTIONS"] = {
@@ -126,6 +135,50 @@ else:
         }
     }
 
+# Production behind TLS (DESIGN §13): secure cookies, HSTS, and plain HTTP redirected. The
+# health check stays on plain HTTP for load balancers that probe the backend directly.
+HTTPS = env_bool("HIVEMIND_HTTPS", False)
+TRUSTED_PROXY = env_bool("HIVEMIND_TRUSTED_PROXY", False)
+if TRUSTED_PROXY:  # the proxy in front terminates TLS and says so; nothing else may
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("HIVEMIND_HSTS_SECONDS", 365 * 24 * 3600 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HIVEMIND_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("HIVEMIND_HSTS_PRELOAD", True)
+# Turning one of them off is a decision: check --deploy need not repeat it.
+SILENCED_SYSTEM_CHECKS = [
+    check
+    for check, kept in (
+        ("security.W005", SECURE_HSTS_INCLUDE_SUBDOMAINS),
+        ("security.W021", SECURE_HSTS_PRELOAD),
+    )
+    if not kept
+]
+
+# Throttles and throttled login share a cache: Redis when several hub processes serve.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env_str("HIVEMIND_REDIS_PREFIX", "hivemind"),
+        }
+    }
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses a locked-out login before checking it
+    "django.contrib.auth.backends.ModelBackend",
+]
+# After HIVEMIND_LOGIN_FAILURES wrong passwords from one address, logins from it are refused
+# (429) for HIVEMIND_LOGIN_COOLOFF seconds; a good login clears the count.
+AXES_FAILURE_LIMIT = env_int("HIVEMIND_LOGIN_FAILURES", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("HIVEMIND_LOGIN_COOLOFF", 900, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "hivemind_web.hub.api.throttles.client_address"
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -149,7 +202,7 @@ WHITENOISE_AUTOREFRESH = DEBUG
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "hivemind_web.hub.api.authentication.HashedTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["hivemind_web.hub.api.permissions.CanViewHub"],
     "DEFAULT_PAGINATION_CLASS": "hivemind_web.hub.api.pagination.Pagination",
@@ -160,12 +213,20 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "hivemind_web.hub.api.errors.exception_handler",
+    # Per client address, every attempt counted: guessing join tokens is slow.
+    "DEFAULT_THROTTLE_RATES": {"register": env_rate("HIVEMIND_REGISTER_RATE", "10/min")},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Hivemind API",
     "DESCRIPTION": "Submit SubAgent tasks, watch them, and manage Golem nodes and teams.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Three models have a "status": name each set of choices (check --deploy stays clean).
+    "ENUM_NAME_OVERRIDES": {
+        "NodeStatusEnum": "hivemind_web.hub.models.Node.Status",
+        "TaskStatusEnum": [(status.value, status.value) for status in TaskStatus],
+        "AttemptStatusEnum": "hivemind_web.hub.models.TaskAttempt.Status",
+    },
 }
 
 LOGGING = {
@@ -174,7 +235,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("HIVEMIND_LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
 
 # Hivemind's own knobs (DESIGN §8).

@@ -80,3 +80,12 @@ def node_factory() -> Iterator[Any]:
     yield make
     for node in nodes:
         node.kill()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """Rate-limit counters live in the cache: each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

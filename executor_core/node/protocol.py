@@ -31,6 +31,10 @@ HUB: Direction = "hub"
 
 # Bounds. A frame is measured in UTF-8 bytes; text fields in characters.
 MAX_FRAME_BYTES = 1024 * 1024
+# What the hub's WebSocket server should accept (daphne --websocket-max-message-size): more
+# than a frame may hold, so a frame past MAX_FRAME_BYTES is answered with an error frame
+# instead of a dropped connection. Past this, the server drops it.
+TRANSPORT_MAX_BYTES = 4 * MAX_FRAME_BYTES
 MAX_PAYLOAD_CHARS = 256 * 1024  # a task's input or output
 MAX_ERROR_CHARS = 16 * 1024
 MAX_MESSAGE_CHARS = 1024  # progress messages, rejection reasons, error frames

@@ -15,6 +15,7 @@ from executor_core.node.connection import backoff_delay, hub_endpoint
 
 logger = logging.getLogger("hivemind.node")
 
+TOO_MANY_REQUESTS = 429  # the hub limits registrations per address: wait, then try again
 ERR_REFUSED = "the hub refused the registration (HTTP {status}): {message}"
 ERR_UNREACHABLE = "cannot register with the hub at {url}: {reason}"
 ERR_BAD_ANSWER = "the hub answered the registration without a token (HTTP {status})"
@@ -37,7 +38,8 @@ def register_node(
 ) -> str:
     """POST the registration and return the node's token.
 
-    A 4xx answer is final. An unreachable hub or a 5xx answer is retried for ``retry_for``
+    A 4xx answer is final, but 429 (too many registrations), which is retried after the
+    wait the hub names. An unreachable hub or a 5xx answer is retried for ``retry_for``
     seconds, because nodes are often started together with the hub.
     """
     url = hub_endpoint(hub, protocol.REGISTER_PATH)
@@ -58,16 +60,26 @@ def register_node(
                 return _token_from(response.status, response.read())
         except urllib.error.HTTPError as exc:
             problem = ERR_REFUSED.format(status=exc.code, message=_error_message(exc.read()))
-            if exc.code < 500:
+            if exc.code < 500 and exc.code != TOO_MANY_REQUESTS:
                 raise RegistrationError(problem) from None
+            wait = _retry_after(exc.headers.get("Retry-After"))
         except (urllib.error.URLError, OSError) as exc:
             problem = ERR_UNREACHABLE.format(url=url, reason=getattr(exc, "reason", exc))
-        delay = backoff_delay(failures, max_backoff)
+            wait = 0.0
+        delay = max(wait, backoff_delay(failures, max_backoff))
         failures += 1
         if time.monotonic() + delay > deadline:
             raise RegistrationError(problem)
         logger.warning("%s; retrying in %.1fs", problem, delay)
         time.sleep(delay)
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds a rate-limited hub asks to wait (Retry-After), 0 when it does not say."""
+    try:
+        return max(0.0, float(value or 0))
+    except ValueError:
+        return 0.0
 
 
 def _token_from(status: int, raw: bytes) -> str:

@@ -11,7 +11,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from executor_core.labels import LabelError, format_labels, parse_labels
-from hivemind_web.hub.models import JoinToken, Node, Task, TaskEvent, Team
+from hivemind_web.hub.models import ApiToken, JoinToken, Node, Task, TaskEvent, Team
+from hivemind_web.hub.services import api_tokens as api_token_services
 from hivemind_web.hub.services import identity
 from hivemind_web.hub.services import nodes as node_services
 from hivemind_web.hub.services import tasks as task_services
@@ -291,3 +292,26 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.action(description="Force fallback to local", permissions=["control"])
     def force_fallback(self, request: HttpRequest, rows: QuerySet) -> None:
         _run_each(request, rows, task_services.task_force_fallback, "session_id", "Forced local:")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are issued with ``manage.py api_token USER`` (the key is shown once); here they
+    are listed and revoked."""
+
+    list_display = ["user", "name", "prefix", "created_at"]
+    list_filter = ["user"]
+    fields = ["user", "name", "prefix", "created_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def delete_model(self, request: HttpRequest, obj: ApiToken) -> None:
+        api_token_services.api_tokens_revoke(tokens=[obj])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        api_token_services.api_tokens_revoke(tokens=list(queryset))

@@ -9,6 +9,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from executor_core.types import ExecutionStrategy, NodeAffinityPolicy, TaskStatus
 
@@ -289,3 +290,23 @@ class TaskAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.task_id}"
+
+
+class ApiToken(models.Model):
+    """A user's API token (``Authorization: Token <key>``). Only the key's SHA-256 digest is
+    stored: the key is shown once, when it is made, and a copy of the database opens nothing."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    digest = models.CharField(max_length=64, unique=True)
+    # The key's first characters, to tell a user's tokens apart (too few to guess from).
+    prefix = models.CharField(max_length=8)
+    name = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["user", "created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name or 'unnamed'})"

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group, User
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from hivemind_web.hub.models import Node, Task, TaskEvent, Team
 from hivemind_web.hub.services import nodes as node_services
 from hivemind_web.hub.services import submission
 from hivemind_web.hub.services import tasks as task_services
+from hivemind_web.hub.services.api_tokens import api_token_create
 
 pytestmark = pytest.mark.django_db
 
@@ -25,7 +25,7 @@ def client_for(username: str, role: str | None) -> APIClient:
     if role:
         user.groups.add(Group.objects.get(name=role))
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user)}")
     return client
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group, User
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from hivemind_web.hub.models import TaskAttempt
@@ -13,6 +12,7 @@ from hivemind_web.hub.services import nodes as node_services
 from hivemind_web.hub.services import submission
 from hivemind_web.hub.services import tasks as task_services
 from hivemind_web.hub.services import teams as team_services
+from hivemind_web.hub.services.api_tokens import api_token_create
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,7 @@ def bob() -> APIClient:
     user = User.objects.create_user("bob", password="pw-bob")
     user.groups.add(Group.objects.get(name="viewer"))
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user)}")
     return client
 
 

@@ -43,7 +43,7 @@ def test_hive_runs_the_hub_and_its_nodes_and_stops_them_on_ctrl_c(tmp_path: Path
             what="the first-run admin password",
         )
         assert "Created user 'admin'" in (tmp_path / "hive.log").read_text()
-        token = hub.manage("drf_create_token", "admin").split()[2]
+        token = hub.manage("api_token", "admin").strip()
 
         def nodes_ready() -> bool:
             status, body = hub.api("GET", "/api/v1/nodes/", token=token)

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hivemind_web.serving import DAPHNE_LIMITS
+
 REPO = Path(__file__).resolve().parents[2]
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -103,6 +105,8 @@ class LiveHub:
             **FAST_TIMINGS,
             "HIVEMIND_DATA_DIR": str(data_dir),
             "HIVEMIND_JOIN_TOKEN": self.join_token,
+            # Tests start many nodes at once from one address; the limit has its own test.
+            "HIVEMIND_REGISTER_RATE": "1000/min",
             "HIVEMIND_INSTANCE": instance,
             "SECRET_KEY": "test-secret-key-" + uuid.uuid4().hex,
             "DATABASE_URL": database_url,
@@ -142,6 +146,7 @@ class LiveHub:
                 "127.0.0.1",
                 "-p",
                 str(self.port),
+                *DAPHNE_LIMITS,
                 "hivemind_web.asgi:application",
             ],
             cwd=REPO,
@@ -193,13 +198,13 @@ class LiveHub:
         script = (
             "import json\n"
             "from django.contrib.auth.models import Group, User\n"
-            "from rest_framework.authtoken.models import Token\n"
+            "from hivemind_web.hub.services.api_tokens import api_token_create\n"
             "tokens = {}\n"
             f"for name, role in {roles!r}.items():\n"
             "    u, _ = User.objects.get_or_create(username=name)\n"
             f"    u.set_password({ROLE_PASSWORD!r}); u.save()\n"
             "    if role: u.groups.add(Group.objects.get(name=role))\n"
-            "    tokens[name] = Token.objects.get_or_create(user=u)[0].key\n"
+            "    tokens[name] = api_token_create(user=u)\n"
             "print(json.dumps(tokens))\n"
         )
         return json.loads(self.manage("shell", "-c", script).strip().splitlines()[-1])

@@ -20,7 +20,6 @@ from typing import Any
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
-from rest_framework.authtoken.models import Token
 
 from hivemind_web.bad_requests import too_large_message
 from hivemind_web.hub.api import parsers
@@ -28,6 +27,7 @@ from hivemind_web.hub.api.permissions import SUBMIT
 from hivemind_web.hub.api.serializers import TaskBatchSerializer, TaskSubmitSerializer
 from hivemind_web.hub.execution.runtime import Runtime, ensure_started
 from hivemind_web.hub.services import submission
+from hivemind_web.hub.services.api_tokens import api_token_user
 from hivemind_web.hub.services.errors import AtCapacity, ServiceValidationError
 from hivemind_web.hub.snapshots import task_snapshot
 
@@ -50,12 +50,50 @@ HEADERS = [
 
 
 def wants(scope: dict[str, Any]) -> bool:
-    """True for a token-authenticated submission this path serves."""
+    """True for a token-authenticated submission this path serves. Plain HTTP to a hub that
+    wants HTTPS goes the regular way, to be redirected by Django's SecurityMiddleware."""
     if scope.get("type") != "http" or scope.get("method") != "POST":
         return False
     if scope.get("path") not in PATHS:
         return False
+    if settings.SECURE_SSL_REDIRECT and not _secure(scope):
+        return False
     return _token(scope) is not None
+
+
+def _secure(scope: dict[str, Any]) -> bool:
+    """Over TLS, as Django's ``request.is_secure()`` decides it."""
+    if scope.get("scheme") == "https":
+        return True
+    header = settings.SECURE_PROXY_SSL_HEADER
+    if not header:
+        return False
+    forwarded = _header(scope, header[0].removeprefix("HTTP_").lower().replace("_", "-").encode())
+    return forwarded.split(",", 1)[0].strip() == header[1]
+
+
+def _hsts() -> bytes:
+    """The Strict-Transport-Security value SecurityMiddleware would send, or b""."""
+    if not settings.SECURE_HSTS_SECONDS:
+        return b""
+    value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+    if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+        value += "; includeSubDomains"
+    if settings.SECURE_HSTS_PRELOAD:
+        value += "; preload"
+    return value.encode()
+
+
+def _with_hsts(send: Any, value: bytes) -> Any:
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {
+                **message,
+                "headers": [*message["headers"], (b"strict-transport-security", value)],
+            }
+        await send(message)
+
+    return sending
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str:
@@ -83,10 +121,9 @@ class _Actor:
 
 
 def _lookup(key: str) -> _Actor | None:
-    token = Token.objects.select_related("user").filter(key=key).first()
-    if token is None or not token.user.is_active:
+    user = api_token_user(key)
+    if user is None:
         return None
-    user = token.user
     return _Actor(user.pk, user.get_username(), user.has_perm(SUBMIT))
 
 
@@ -165,6 +202,9 @@ async def _known_agents(runtime: Runtime) -> set[str]:
 
 
 async def serve(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    hsts = _hsts()
+    if hsts and _secure(scope):
+        send = _with_hsts(send, hsts)
     try:
         await _serve(scope, receive, send)
     except Exception:  # a bug or an outage: a JSON 500, and the details in the log

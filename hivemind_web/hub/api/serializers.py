@@ -115,4 +115,4 @@ class TeamUpdateSerializer(serializers.Serializer):
 class FallbackModeSerializer(serializers.Serializer):
     enabled = serializers.BooleanField()
     changed_by = serializers.CharField(read_only=True)
-    changed_at = serializers.DateTimeField(read_only=True)
+    changed_at = serializers.DateTimeField(read_only=True, allow_null=True)

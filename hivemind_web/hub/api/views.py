@@ -30,6 +30,7 @@ from hivemind_web.hub.api.serializers import (
     TeamSerializer,
     TeamUpdateSerializer,
 )
+from hivemind_web.hub.api.throttles import RegisterThrottle
 from hivemind_web.hub.models import Node, Team
 from hivemind_web.hub.services import hub as hub_services
 from hivemind_web.hub.services import nodes as node_services
@@ -193,6 +194,8 @@ class NodeRegister(APIView):
 
     permission_classes = [AllowAny]
     authentication_classes: list[Any] = []
+    throttle_classes = [RegisterThrottle]
+    throttle_scope = "register"
 
     @extend_schema(request=NodeRegisterSerializer, responses={201: dict})
     def post(self, request: Request) -> Response:

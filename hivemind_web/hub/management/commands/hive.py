@@ -23,6 +23,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hivemind_web.config import persistent_secret
+from hivemind_web.serving import DAPHNE_LIMITS
 
 # Labels that make the affinity and selector demo interesting.
 DEMO_LABELS = [
@@ -60,6 +61,8 @@ class Command(BaseCommand):
         )
         # Through the environment, never argv: a command line is visible to all in `ps`.
         env["HIVEMIND_JOIN_TOKEN"] = join_token
+        # Room for this command's own nodes on top of the usual registration limit.
+        env.setdefault("HIVEMIND_REGISTER_RATE", f"{10 + nodes}/min")
         hub_url = f"http://{host}:{port}"
         procs: list[subprocess.Popen[bytes]] = []
         try:
@@ -73,6 +76,7 @@ class Command(BaseCommand):
                         host,
                         "-p",
                         str(port),
+                        *DAPHNE_LIMITS,
                         "hivemind_web.asgi:application",
                     ],
                     env=env,
