@@ -46,6 +46,8 @@ WARN_IDENTITY_IN_USE = (
     "node's name and token?); retrying"
 )
 REJECT_DRAINING = "node {name} is draining"
+REJECT_STOPPING = "node {name} is shutting down"
+REJECT_CORDONED = "node {name} is cordoned"
 REJECT_AT_CAPACITY = "node {name} is at capacity ({running}/{capacity} running)"
 REJECT_UNKNOWN_AGENT = "node {name} does not run agent {agent!r} (it runs: {agents})"
 
@@ -82,7 +84,14 @@ class NodeAgent:
         self._acked: OrderedDict[ResultKey, dict[str, Any]] = OrderedDict()
         self._ws: ClientConnection | None = None
         self._welcomed = False
+        self._stopping = False  # shutting down: takes no more work, whatever the hub says
+        # The hub's word on this node (node.config), applied as it comes: the operator's
+        # cordon, drain, capacity and labels, and the generation of the last one applied.
+        self._cordoned = False
         self._draining = False
+        self._capacity = config.capacity
+        self._labels = dict(config.labels)
+        self._generation = 0
         self._heartbeat_interval = config.heartbeat
         self._stop = asyncio.Event()
         self._force_stop = asyncio.Event()
@@ -224,14 +233,14 @@ class NodeAgent:
                     "hello",
                     name=self.config.name,
                     version=__version__,
-                    labels=self.config.labels,
-                    capacity=self.config.capacity,
+                    labels=self._labels,
+                    capacity=self._capacity,
                     agents=list(self.config.agents),
                     running=[{"session_id": s, "attempt": a} for s, a in self._runs],
                 )
             )
             heartbeats = asyncio.create_task(self._heartbeats(), name="heartbeats")
-            if self._draining:
+            if self._stopping:
                 await ws.send(protocol.encode("draining"))
             # Results finished while the hub was away (or before a restart).
             for result in self._outbox.results():
@@ -286,11 +295,14 @@ class NodeAgent:
             self._on_cancel(message["session_id"])
         elif kind == "ack":
             self._on_ack((message["session_id"], message["attempt"]))
-        elif kind == "drain":
-            logger.info("the hub asked this node to drain")
-            await self._start_draining()
+        elif kind == "node.config":
+            # Two changes sent at once may arrive out of order: an older one changes nothing.
+            if message["generation"] >= self._generation:
+                self._apply_config(message)
+            await self._send(self._state_frame())
         elif kind == "welcome":
             self._welcomed = True
+            await self._send(self._state_frame())
             # Never beat slower than the hub expects, whatever --heartbeat says.
             interval = min(self.config.heartbeat, message["heartbeat_interval"])
             self._heartbeat_interval = max(MIN_HEARTBEAT, interval)
@@ -299,9 +311,35 @@ class NodeAgent:
             logger.warning("the hub reports an error: %s: %s", message["code"], message["message"])
 
     async def _start_draining(self) -> None:
-        if not self._draining:
-            self._draining = True
+        if not self._stopping:
+            self._stopping = True
             await self._send(protocol.encode("draining"))
+            await self._send(self._state_frame())
+
+    def _apply_config(self, message: protocol.Message) -> None:
+        changes = {
+            name: (getattr(self, "_" + name), message[name])
+            for name in ("cordoned", "draining", "capacity", "labels")
+            if getattr(self, "_" + name) != message[name]
+        }
+        self._cordoned, self._draining = message["cordoned"], message["draining"]
+        self._capacity, self._labels = message["capacity"], dict(message["labels"])
+        self._generation = message["generation"]
+        for name, (old, new) in changes.items():
+            logger.info("the hub set %s: %s -> %s", name, old, new)
+
+    def _state_frame(self) -> str:
+        """What this node is now, by its own account (sent after applying a node.config)."""
+        return protocol.encode(
+            "node.state",
+            generation=self._generation,
+            cordoned=self._cordoned,
+            draining=self._draining,
+            stopping=self._stopping,
+            capacity=self._capacity,
+            labels=self._labels,
+            running=len(self._runs),
+        )
 
     async def _on_assign(self, message: protocol.Message) -> None:
         sid, attempt, agent_id = message["session_id"], message["attempt"], message["agent_id"]
@@ -340,14 +378,18 @@ class NodeAgent:
 
     def _rejection(self, agent_id: str) -> str:
         name = self.config.name
+        if self._stopping:
+            return REJECT_STOPPING.format(name=name)
         if self._draining:
             return REJECT_DRAINING.format(name=name)
+        if self._cordoned:
+            return REJECT_CORDONED.format(name=name)
         if agent_id not in self.config.agents:
             agents = ", ".join(self.config.agents)
             return REJECT_UNKNOWN_AGENT.format(name=name, agent=agent_id, agents=agents)
-        if len(self._runs) >= self.config.capacity:
+        if len(self._runs) >= self._capacity:
             return REJECT_AT_CAPACITY.format(
-                name=name, running=len(self._runs), capacity=self.config.capacity
+                name=name, running=len(self._runs), capacity=self._capacity
             )
         return ""
 

@@ -21,7 +21,9 @@ from executor_core import bounded_json
 from executor_core.labels import LabelError, node_name_error, validate_labels
 from executor_core.types import ExecutorError
 
-PROTOCOL_VERSION = 1
+# 2: the hub's node.config (cordon, drain, capacity, labels) replaces drain, and the node
+# answers with node.state, its own view of itself.
+PROTOCOL_VERSION = 2
 WS_PATH = "ws/nodes/"
 REGISTER_PATH = "api/v1/nodes/register/"
 
@@ -141,6 +143,12 @@ def _number(lo: float, hi: float) -> Validator:
         return float(value)
 
     return check
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("must be true or false")
+    return value
 
 
 def _choice(*choices: str) -> Validator:
@@ -294,6 +302,19 @@ MESSAGES: Mapping[str, MessageSpec] = MappingProxyType(
             optional={"usage": {}},
         ),
         "draining": MessageSpec(NODE, {}),
+        # The node's own state, after hello and after every node.config it applied.
+        "node.state": MessageSpec(
+            NODE,
+            {
+                "generation": _integer(0),
+                "cordoned": _flag,
+                "draining": _flag,
+                "stopping": _flag,
+                "capacity": _integer(1, MAX_CAPACITY),
+                "labels": _labels,
+                "running": _integer(0, MAX_CAPACITY),
+            },
+        ),
         # hub -> node
         "welcome": MessageSpec(
             HUB, {"node": _node_name, "heartbeat_interval": _number(0.01, 3600)}
@@ -308,7 +329,18 @@ MESSAGES: Mapping[str, MessageSpec] = MappingProxyType(
             },
         ),
         "task.cancel": MessageSpec(HUB, {"session_id": _session_id}),
-        "drain": MessageSpec(HUB, {}),
+        # What the hub's operators decided about this node; ``generation`` grows with each
+        # change, so the node's node.state says which one it applied.
+        "node.config": MessageSpec(
+            HUB,
+            {
+                "generation": _integer(0),
+                "cordoned": _flag,
+                "draining": _flag,
+                "capacity": _integer(1, MAX_CAPACITY),
+                "labels": _labels,
+            },
+        ),
         "ack": MessageSpec(HUB, {"session_id": _session_id, "attempt": _attempt}),
         "error": MessageSpec(
             HUB, {"code": _text(64, nonempty=True), "message": _text(MAX_MESSAGE_CHARS)}

@@ -25,6 +25,7 @@ from hivemind_web.hub.models import (
     TaskEvent,
     Team,
 )
+from hivemind_web.hub.services.node_state import node_config
 from hivemind_web.hub.snapshots import node_snapshot, task_snapshot
 
 PAGE_SIZE = 50
@@ -255,6 +256,58 @@ def task_events(task: Task) -> QuerySet[TaskEvent]:
 
 def get_node(name: str) -> Node | None:
     return Node.objects.filter(name=name).first()
+
+
+@dataclass(frozen=True)
+class ControlRow:
+    """One line of the node page's "hub says / node reports" table."""
+
+    what: str
+    hub: str
+    node: str
+
+    @property
+    def agrees(self) -> bool:
+        return self.hub == self.node
+
+
+def _takes_work(cordoned: bool, draining: bool, stopping: bool = False) -> str:
+    if stopping:
+        return "no: shutting down"
+    if draining:
+        return "no: draining"
+    if cordoned:
+        return "no: cordoned"
+    return "yes"
+
+
+def node_control(node: Node) -> dict[str, Any]:
+    """The hub's word on the node beside the node's own last account of itself, and whether
+    the node is sitting out a back-off for refusing work."""
+    reported = node.reported or {}
+    config = node_config(node)
+    rows = []
+    if reported:
+        rows = [
+            ControlRow(
+                "Takes new work",
+                _takes_work(config["cordoned"], config["draining"] or node.self_draining),
+                _takes_work(reported["cordoned"], reported["draining"], reported["stopping"]),
+            ),
+            ControlRow("Capacity", str(config["capacity"]), str(reported["capacity"])),
+            ControlRow(
+                "Labels",
+                ", ".join(f"{k}={v}" for k, v in sorted(config["labels"].items())) or "none",
+                ", ".join(f"{k}={v}" for k, v in sorted(reported["labels"].items())) or "none",
+            ),
+        ]
+    now = timezone.now()
+    return {
+        "rows": rows,
+        "reported_at": reported.get("at"),
+        "acknowledged": bool(reported) and reported.get("generation") == node.config_generation,
+        "backed_off": node.backoff_until is not None and node.backoff_until > now,
+    }
 
 
 def recent_tasks_on_node(name: str, limit: int = 20) -> QuerySet[Task]:

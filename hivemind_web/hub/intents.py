@@ -1,7 +1,7 @@
 """What services announce must happen after a commit, and the port the runtime fills in.
 
 Services write the database and never import the runtime (dependencies point down, DESIGN
-§10). What must follow a commit (start or stop an attempt, drain a node, tell the scheduler
+§10). What must follow a commit (start or stop an attempt, configure a node, tell the scheduler
 a slot is free) is announced here; the hub runtime installs itself as the ``RuntimePort``
 when it starts. A process without a runtime (a management command, a unit test) keeps the
 announcements to itself: a pending attempt nobody started is picked up by a running hub's
@@ -60,7 +60,7 @@ class RuntimePort(Protocol):
 
     def attempt_ended(self, session_id: str) -> None: ...
 
-    def drain_node(self, node: str) -> None: ...
+    def configure_node(self, node: str, config: dict[str, Any]) -> None: ...
 
     def nodes_changed(self) -> None: ...
 
@@ -81,7 +81,7 @@ class _NoRuntime:
     def attempt_ended(self, session_id: str) -> None:
         pass
 
-    def drain_node(self, node: str) -> None:
+    def configure_node(self, node: str, config: dict[str, Any]) -> None:
         pass
 
     def nodes_changed(self) -> None:
@@ -129,8 +129,9 @@ def attempt_ended(session_id: str) -> None:
     transaction.on_commit(lambda: _port.attempt_ended(session_id))
 
 
-def drain_node(node: str) -> None:
-    transaction.on_commit(lambda: _port.drain_node(node))
+def configure_node(node: str, config: dict[str, Any]) -> None:
+    """Send the node process its new node.config (cordon, drain, capacity, labels)."""
+    transaction.on_commit(lambda: _port.configure_node(node, config))
 
 
 def nodes_changed() -> None:

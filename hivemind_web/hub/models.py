@@ -41,6 +41,17 @@ class Node(models.Model):
     self_draining = models.BooleanField(default=False)
     # Once an operator edits labels or capacity, the node's own hello no longer overrides them.
     operator_edited = models.BooleanField(default=False)
+    # Grows with every change of what the node is told in node.config (cordon, drain,
+    # capacity, labels); ``reported`` is the node's own last node.state, with its generation
+    # and when it came, so the page shows whether the node applied the hub's word.
+    config_generation = models.PositiveIntegerField(default=0)
+    reported = models.JSONField(default=dict, blank=True)
+    # A node that refused an assignment gets no new work until ``backoff_until``; the
+    # back-off doubles with each refusal in a row and ends when it accepts or applies a config.
+    refusals = models.PositiveIntegerField(default=0)
+    last_refusal = models.TextField(blank=True)
+    refused_at = models.DateTimeField(null=True, blank=True)
+    backoff_until = models.DateTimeField(null=True, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     cpu = models.FloatField(default=0.0)
     mem = models.FloatField(default=0.0)

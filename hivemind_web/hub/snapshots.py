@@ -51,7 +51,16 @@ NODE_FIELDS = (
     "cordoned",
     "draining",
     "updated_at",
+    # Node control: the generation of the hub's node.config, the node's own last node.state,
+    # and its refusals (a refusing node is backed off until backoff_until).
+    "config_generation",
+    "reported",
+    "refusals",
+    "last_refusal",
+    "refused_at",
+    "backoff_until",
 )
+_NODE_DATES = ("last_heartbeat", "updated_at", "refused_at", "backoff_until")
 _TASK_DATES = ("created_at", "started_at", "finished_at", "updated_at")
 
 
@@ -88,6 +97,6 @@ def task_event_data(task: Task) -> dict[str, Any]:
 
 def node_snapshot(node: Node) -> dict[str, Any]:
     data = {name: getattr(node, name) for name in NODE_FIELDS}
-    data["last_heartbeat"] = iso(node.last_heartbeat)
-    data["updated_at"] = iso(node.updated_at)
+    for name in _NODE_DATES:
+        data[name] = iso(data[name])
     return data

@@ -21,7 +21,10 @@ const render = renderScheduler(() => {
   if (!node || !nodeChanged) return;
   nodeChanged = false;
   const card = container.querySelector("[data-node]");
-  if (card && card.dataset.status !== node.status) fragment.refresh();
+  const control = `${node.config_generation}-${node.reported?.generation ?? ""}-${node.refusals}`;
+  if (card && (card.dataset.status !== node.status || card.dataset.control !== control)) {
+    fragment.refresh();
+  }
   if (card) {
     const meter = card.querySelector("[role=meter]");
     meter.setAttribute("aria-valuenow", node.running);

@@ -37,7 +37,22 @@ VALID: dict[str, dict[str, Any]] = {
     "welcome": {"node": "gpu-1", "heartbeat_interval": 5},
     "task.assign": {"session_id": "s1", "agent_id": "echo", "input": "hi", "attempt": 1},
     "task.cancel": {"session_id": "s1"},
-    "drain": {},
+    "node.config": {
+        "generation": 3,
+        "cordoned": False,
+        "draining": True,
+        "capacity": 4,
+        "labels": {"zone": "eu"},
+    },
+    "node.state": {
+        "generation": 3,
+        "cordoned": False,
+        "draining": True,
+        "stopping": False,
+        "capacity": 4,
+        "labels": {"zone": "eu"},
+        "running": 1,
+    },
     "ack": {"session_id": "s1", "attempt": 1},
     "error": {"code": "not_assigned", "message": "task s1 is not assigned to this node"},
 }
@@ -45,7 +60,7 @@ VALID: dict[str, dict[str, Any]] = {
 
 def frame(type_: str, **changes: Any) -> str:
     """A valid frame of ``type_`` with some fields changed (a value of ... removes the field)."""
-    data = {"type": type_, "v": 1, **VALID[type_], **changes}
+    data = {"type": type_, "v": protocol.PROTOCOL_VERSION, **VALID[type_], **changes}
     return json.dumps({k: v for k, v in data.items() if v is not ...})
 
 
@@ -73,7 +88,7 @@ def test_an_optional_field_left_out_takes_its_default() -> None:
 
 
 def test_an_encoded_frame_carries_type_and_version() -> None:
-    assert json.loads(encode("drain")) == {"type": "drain", "v": 1}
+    assert json.loads(encode("draining")) == {"type": "draining", "v": 2}
 
 
 N, H, INVALID = "node", "hub", protocol.INVALID_FIELD
@@ -85,26 +100,27 @@ ERRORS = [
     # (frame, direction, code, words in the message)
     ("{", H, protocol.INVALID_JSON, "not valid JSON"),
     ("", H, protocol.INVALID_JSON, "not valid JSON"),
-    ('{"type": "drain", "v": 1, "x": NaN}', H, protocol.INVALID_JSON, "NaN"),
+    ('{"type": "draining", "v": 2, "x": NaN}', N, protocol.INVALID_JSON, "NaN"),
     ("[1, 2]", H, protocol.NOT_AN_OBJECT, "not an array"),
-    ('"drain"', H, protocol.NOT_AN_OBJECT, "not a string"),
+    ('"draining"', N, protocol.NOT_AN_OBJECT, "not a string"),
     ("null", H, protocol.NOT_AN_OBJECT, "not null"),
     ("3", H, protocol.NOT_AN_OBJECT, "not a number"),
-    (b'{"type": "drain", "v": 1}', H, protocol.NOT_AN_OBJECT, "not binary"),
+    (b'{"type": "draining", "v": 2}', N, protocol.NOT_AN_OBJECT, "not binary"),
     (BIG, H, protocol.FRAME_TOO_LARGE, "larger than 1048576 bytes"),
     (WIDE, H, protocol.FRAME_TOO_LARGE, "larger than 1048576 bytes"),
     ('{"v": 1}', H, protocol.MISSING_FIELD, "no 'type'"),
     ('{"type": 7, "v": 1}', H, INVALID, "'type' must be a string"),
-    ('{"type": "drain"}', H, protocol.MISSING_FIELD, "missing protocol version 'v'"),
-    ('{"type": "drain", "v": 2}', H, protocol.UNSUPPORTED_VERSION, "version 2"),
-    ('{"type": "drain", "v": true}', H, protocol.UNSUPPORTED_VERSION, "version True"),
-    ('{"type": "drain", "v": "1"}', H, protocol.UNSUPPORTED_VERSION, "version '1'"),
-    ('{"type": "task.explode", "v": 1}', H, protocol.UNKNOWN_TYPE, "'task.explode'"),
+    ('{"type": "draining"}', N, protocol.MISSING_FIELD, "missing protocol version 'v'"),
+    # A version 1 node (which knows no node.config) is refused, not half-understood.
+    ('{"type": "draining", "v": 1}', N, protocol.UNSUPPORTED_VERSION, "version 1 is not"),
+    ('{"type": "draining", "v": true}', N, protocol.UNSUPPORTED_VERSION, "version True"),
+    ('{"type": "draining", "v": "2"}', N, protocol.UNSUPPORTED_VERSION, "version '2'"),
+    ('{"type": "task.explode", "v": 2}', H, protocol.UNKNOWN_TYPE, "'task.explode'"),
     (frame("hello"), H, protocol.WRONG_DIRECTION, "sent by the node, not the hub"),
     (frame("task.assign"), N, protocol.WRONG_DIRECTION, "sent by the hub, not the node"),
     (frame("hello", capacity=...), N, protocol.MISSING_FIELD, "hello: missing field 'capacity'"),
     (frame("ack", attempt=...), H, protocol.MISSING_FIELD, "ack: missing field 'attempt'"),
-    (frame("drain", force=True), H, protocol.UNEXPECTED_FIELD, "unexpected field 'force'"),
+    (frame("draining", force=True), N, protocol.UNEXPECTED_FIELD, "unexpected field 'force'"),
     (frame("task.accepted", node="x"), N, protocol.UNEXPECTED_FIELD, "field 'node'"),
     # hello
     (frame("hello", name="GPU_1"), N, INVALID, "hello.name must be a DNS label"),
@@ -127,6 +143,16 @@ ERRORS = [
         INVALID,
         "running item 0 attempt must be at least 1 (got 0)",
     ),
+    # node control
+    (frame("node.config", cordoned="yes"), H, INVALID, "config.cordoned must be true or false"),
+    (frame("node.config", draining=1), H, INVALID, "draining must be true or false"),
+    (frame("node.config", capacity=0), H, INVALID, "node.config.capacity must be between 1"),
+    (frame("node.config", generation=-1), H, INVALID, "generation must be at least 0"),
+    (frame("node.config", labels={"a b": "x"}), H, INVALID, "node.config.labels"),
+    (frame("node.config", drain=True), H, protocol.UNEXPECTED_FIELD, "field 'drain'"),
+    (frame("node.state", stopping=...), N, protocol.MISSING_FIELD, "missing field 'stopping'"),
+    (frame("node.state", running=-2), N, INVALID, "node.state.running must be between 0"),
+    (frame("node.config"), N, protocol.WRONG_DIRECTION, "sent by the hub, not the node"),
     # heartbeat
     (frame("heartbeat", cpu=100.5), N, INVALID, "heartbeat.cpu must be between 0 and 100"),
     (frame("heartbeat", mem=-1), N, INVALID, "heartbeat.mem must be between 0 and 100"),

@@ -77,7 +77,8 @@ async def test_sigterm_drains_running_tasks_and_exits_0(fake_hub: FakeHub, spawn
     node.terminate()
     await fake_hub.wait_for("draining")
     await fake_hub.assign("s-late", "echo", "no")
-    assert "draining" in (await fake_hub.wait_for("task.rejected", session_id="s-late"))["reason"]
+    rejected = await fake_hub.wait_for("task.rejected", session_id="s-late")
+    assert "shutting down" in rejected["reason"]
     finished = await fake_hub.wait_for("task.finished", session_id="s-drain")
     assert finished["status"] == "succeeded"
     assert await node.wait() == 0

@@ -148,18 +148,73 @@ async def test_a_cancelled_task_stops_and_reports_cancelled(fake_hub: FakeHub, s
     assert (await fake_hub.wait_for("task.finished", session_id="s-after"))["status"] == "succeeded"
 
 
+def config(generation: int, **changes: Any) -> dict[str, Any]:
+    """A node.config frame's fields: the node as spawned (capacity 2, no labels), changed."""
+    fields = {"cordoned": False, "draining": False, "capacity": 2, "labels": {}}
+    return {"generation": generation, **fields, **changes}
+
+
+async def test_it_reports_its_own_state_once_welcomed(fake_hub: FakeHub, spawn_node):
+    spawn_node(fake_hub, "--labels", "zone=eu", capacity=3)
+    state = await fake_hub.wait_for("node.state")
+    assert dict(state.fields) == {
+        "generation": 0,
+        "cordoned": False,
+        "draining": False,
+        "stopping": False,
+        "capacity": 3,
+        "labels": {"zone": "eu"},
+        "running": 0,
+    }
+
+
 async def test_drain_finishes_running_tasks_and_takes_no_more(fake_hub: FakeHub, spawn_node):
     node = spawn_node(fake_hub)
     await fake_hub.wait_connected()
     await fake_hub.assign("s-run", "sleep", "0.5")
     await fake_hub.wait_for("task.accepted", session_id="s-run")
-    await fake_hub.send("drain")
-    await fake_hub.wait_for("draining")
+    await fake_hub.send("node.config", **config(1, draining=True))
+    state = await fake_hub.wait_for("node.state", generation=1)
+    assert (state["draining"], state["running"]) == (True, 1)
     await fake_hub.assign("s-new", "echo", "too late")
     rejected = await fake_hub.wait_for("task.rejected", session_id="s-new")
     assert "draining" in rejected["reason"]
     assert (await fake_hub.wait_for("task.finished", session_id="s-run"))["status"] == "succeeded"
     assert node.proc.poll() is None  # a drained node stays connected until it is stopped
+
+
+async def test_uncordon_after_a_drain_takes_work_again(fake_hub: FakeHub, spawn_node):
+    spawn_node(fake_hub)
+    await fake_hub.wait_connected()
+    await fake_hub.send("node.config", **config(1, draining=True))
+    await fake_hub.wait_for("node.state", generation=1)
+    await fake_hub.send("node.config", **config(2, cordoned=True))
+    await fake_hub.assign("s-cordoned", "echo", "no")
+    assert (
+        "cordoned" in (await fake_hub.wait_for("task.rejected", session_id="s-cordoned"))["reason"]
+    )
+    await fake_hub.send("node.config", **config(3))
+    state = await fake_hub.wait_for("node.state", generation=3)
+    assert (state["cordoned"], state["draining"]) == (False, False)
+    await fake_hub.assign("s-back", "echo", "yes")
+    assert (await fake_hub.wait_for("task.finished", session_id="s-back"))["output"] == "yes"
+
+
+async def test_a_capacity_set_by_the_hub_is_the_one_the_node_enforces(
+    fake_hub: FakeHub, spawn_node
+):
+    spawn_node(fake_hub, capacity=2)
+    await fake_hub.wait_connected()
+    await fake_hub.send("node.config", **config(1, capacity=4, labels={"gpu": "true"}))
+    state = await fake_hub.wait_for("node.state", generation=1)
+    assert (state["capacity"], state["labels"]) == (4, {"gpu": "true"})
+    for i in range(4):
+        await fake_hub.assign(f"s-{i}", "sleep", "5")
+    for i in range(4):
+        await fake_hub.wait_for("task.accepted", session_id=f"s-{i}")
+    await fake_hub.assign("s-5th", "echo", "no room")
+    rejected = await fake_hub.wait_for("task.rejected", session_id="s-5th")
+    assert "at capacity (4/4 running)" in rejected["reason"]
 
 
 async def test_hub_error_frames_are_logged_not_fatal(fake_hub: FakeHub, spawn_node):

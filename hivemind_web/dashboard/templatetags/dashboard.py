@@ -33,6 +33,8 @@ def event_details(data: Any) -> str:
             continue
         if isinstance(value, list):
             value = ", ".join(str(v) for v in value)
+        elif isinstance(value, Mapping):  # labels, a selector: never a raw Python dict
+            value = ", ".join(f"{k}={v}" for k, v in sorted(value.items())) or "none"
         parts.append(f"{key.replace('_', ' ')}: {value}")
     return "; ".join(parts)
 

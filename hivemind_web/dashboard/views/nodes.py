@@ -9,6 +9,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from hivemind_web.dashboard import selectors
+from hivemind_web.dashboard.templatetags.dashboard import words
 from hivemind_web.dashboard.views.common import action, action_done, viewer_required
 from hivemind_web.hub import selectors as hub_selectors
 from hivemind_web.hub.api.permissions import MANAGE_NODES
@@ -25,6 +26,7 @@ def _node_context(name: str) -> dict[str, Any]:
         raise Http404(f"no node named {name!r}")
     return {
         "node": node,
+        "control": selectors.node_control(node),
         "tasks": hub_selectors.tasks_on_node(name),
         "recent": selectors.recent_tasks_on_node(name),
         # The latest of the node's audit trail, oldest first.
@@ -48,7 +50,12 @@ def _node_action(request: HttpRequest, name: str, service: Any, verb: str) -> Ht
     except NotFound:
         raise Http404(f"no node named {name!r}") from None
     page = reverse("node", kwargs={"name": name})
-    return action_done(request, f"{name} {verb}; it is now {node.status}.", default=page)
+    return action_done(request, f"{name} {verb}{_status_note(verb, node.status)}", default=page)
+
+
+def _status_note(verb: str, status: str) -> str:
+    """Say the status only when it is news (not "cordoned; it is now cordoned")."""
+    return "." if status in verb else f"; it is now {words(status)}."
 
 
 @action(MANAGE_NODES)

@@ -25,6 +25,7 @@ from hivemind_web.hub.execution.runtime import ensure_started
 from hivemind_web.hub.models import Task
 from hivemind_web.hub.services import nodes as node_services
 from hivemind_web.hub.services import tasks as task_services
+from hivemind_web.hub.services.node_state import node_config
 from hivemind_web.hub.services.orchestrator import tasks_fail_each
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,8 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.reply_to: dict[str, str | None] = {}
         self.group_joined_at = 0.0
         self.last_frame_at = time.monotonic()
+        # The node refused an assignment since it last accepted one (it is backed off).
+        self.refused = False
 
     async def connect(self) -> None:
         self.runtime = await ensure_started()
@@ -191,7 +194,7 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
             await self.reject("bad_hello", "; ".join(f"{k}: {v}" for k, v in errors.items()))
             return
         hello_at = timezone.now()
-        await self.runtime.write(
+        node = await self.runtime.write(
             node_services.node_connected,
             name=name,
             version=version,
@@ -203,6 +206,8 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
         await self.send_frame(
             "welcome", node=name, heartbeat_interval=self.runtime.cfg["HEARTBEAT_INTERVAL"]
         )
+        # The hub's word on the node goes first: a node that restarted knows nothing of it.
+        await self.send_frame("node.config", **node_config(node))
         reported = {str(item["session_id"]): item["attempt"] for item in running}
         to_cancel, missing = await self.runtime.write(_reconcile, name, set(reported))
         self.assigned |= set(reported) - set(to_cancel)
@@ -241,6 +246,9 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
                 self.reject("not_assigned", f"task {session_id!r} is not assigned to this node")
             )
             return
+        if self.refused:  # it takes work again: its back-off is over
+            self.refused = False
+            self.runtime.write(node_services.node_accepting, name=self.node_name)
         written = self.runtime.write(
             task_services.task_mark_running,
             session_id=session_id,
@@ -269,8 +277,12 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
             await self.reject("not_assigned", f"task {session_id} was not assigned to this node")
             return
         self.assigned.discard(session_id)
+        self.refused = True
+        self.runtime.write(
+            node_services.node_refused, name=self.node_name, session_id=session_id, reason=reason
+        )
         await self.runtime.resolve_dispatch(
-            session_id, attempt, self.reply_to.pop(session_id, None), reason or "rejected"
+            session_id, attempt, self.reply_to.pop(session_id, None), reason
         )
 
     async def _authorised(self, session_id: str) -> bool:
@@ -340,6 +352,9 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
     async def on_draining(self) -> None:
         await self.runtime.write(node_services.node_self_drain, name=self.node_name)
 
+    async def on_node_state(self, **state: Any) -> None:
+        await self.runtime.write(node_services.node_report_state, name=self.node_name, state=state)
+
     # Hub → node (channel-layer events for this node's group) -----------------------------
 
     async def task_assign(self, event: dict[str, Any]) -> None:
@@ -371,8 +386,8 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
         self.released.add(event["session_id"])
         await self.send_frame("task.cancel", session_id=event["session_id"])
 
-    async def node_drain(self, event: dict[str, Any]) -> None:
-        await self.send_frame("drain")
+    async def node_configure(self, event: dict[str, Any]) -> None:
+        await self.send_frame("node.config", **event["config"])
 
     async def connection_probe(self, event: dict[str, Any]) -> None:
         """Another connection of this identity asks whether this one is live."""

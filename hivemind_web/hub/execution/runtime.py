@@ -247,8 +247,9 @@ class Runtime:
 
         self._soon(forget)
 
-    def drain_node(self, node: str) -> None:
-        self._soon(lambda: self.spawn(self.group_send(node_group(node), {"type": "node.drain"})))
+    def configure_node(self, node: str, config: dict[str, Any]) -> None:
+        message = {"type": "node.configure", "config": config}
+        self._soon(lambda: self.spawn(self.group_send(node_group(node), message)))
 
     def nodes_changed(self) -> None:
         self._soon(self.scheduler.wake)

@@ -18,7 +18,10 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from datetime import datetime
 from typing import Any
+
+from django.utils import timezone
 
 from executor_core.index import NodeTaskIndex
 from executor_core.scheduling import ClusterState, NodeInfo, Placement, ScheduleRequest
@@ -41,13 +44,16 @@ ERR_BIND_CONFLICT = "bind conflict: node {node} filled up under us {n} times"
 ERR_NOT_PENDING = "task is no longer pending"
 
 
-def node_info(node: Node) -> NodeInfo:
+def node_info(node: Node, now: datetime | None = None) -> NodeInfo:
+    # A node backed off for refusing work is not ready for new work until its back-off ends
+    # (the periodic resync brings it back): a refusing node must not look empty.
+    backed_off = node.backoff_until is not None and node.backoff_until > (now or timezone.now())
     return NodeInfo(
         name=node.name,
         labels=dict(node.labels),
         capacity=node.capacity,
         running=node.running,
-        ready=node.healthy,
+        ready=node.healthy and not backed_off,
         cordoned=node.cordoned or node.draining,
         agents=frozenset(node.agents),
     )
@@ -55,7 +61,8 @@ def node_info(node: Node) -> NodeInfo:
 
 def read_fleet() -> tuple[list[NodeInfo], list[tuple[str, str, str | None]]]:
     """Every node, and every bound task as (session id, node, team)."""
-    infos = [node_info(n) for n in Node.objects.all()]
+    now = timezone.now()
+    infos = [node_info(n, now) for n in Node.objects.all()]
     bound = [
         (str(sid), node, team)
         for sid, node, team in Task.objects.filter(status__in=BOUND, node__isnull=False)

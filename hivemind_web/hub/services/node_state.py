@@ -35,15 +35,44 @@ def node_save(node: Node, *fields: str) -> Node:
     return node
 
 
+def node_config(node: Node) -> dict[str, Any]:
+    """The node.config frame's fields: what the hub's operators decided about the node. A
+    drain the node asked for itself (a shutdown) is its own business, not the hub's word."""
+    return {
+        "generation": node.config_generation,
+        "cordoned": node.cordoned,
+        "draining": node.draining and not node.self_draining,
+        "capacity": node.capacity,
+        "labels": dict(node.labels),
+    }
+
+
+def node_save_config(node: Node, *fields: str) -> Node:
+    """Save a change of what the node is told, and tell the node process (after commit)."""
+    node.config_generation += 1
+    node_save(node, *fields, "config_generation")
+    intents.configure_node(node.name, node_config(node))
+    return node
+
+
 def node_settle_drain(node: Node, *, fresh: bool = False) -> None:
     """A node an operator drained stays unschedulable once its last task ended: drained means
     cordoned. A node draining itself for a shutdown stays draining until it says hello.
     ``fresh``: the caller just read the node in this transaction."""
     if not fresh:
-        node.refresh_from_db(fields=["running", "draining", "self_draining", "cordoned", "healthy"])
+        node.refresh_from_db(
+            fields=[
+                "running",
+                "draining",
+                "self_draining",
+                "cordoned",
+                "healthy",
+                "config_generation",
+            ]
+        )
     if node.draining and not node.self_draining and node.running == 0:
         node.draining, node.cordoned = False, True
-        node_save(node, "draining", "cordoned")
+        node_save_config(node, "draining", "cordoned")
 
 
 def release_slot(node_id: int | None, session_id: Any = None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -18,7 +18,7 @@ from hivemind_web.hub.models import Node, NodeLoadSample, Task
 from hivemind_web.hub.services import events
 from hivemind_web.hub.services.errors import IdentityConflict, NotFound, ServiceValidationError
 from hivemind_web.hub.services.identity import hash_token, join_token_redeem
-from hivemind_web.hub.services.node_state import node_save, node_settle_drain
+from hivemind_web.hub.services.node_state import node_save, node_save_config, node_settle_drain
 from hivemind_web.hub.services.orchestrator import tasks_fail_each
 from hivemind_web.hub.services.rows import set_fields
 
@@ -33,6 +33,9 @@ ERR_NAME_BOUND = (
 )
 MAX_CAPACITY = 1024
 NODE_LOST = "node lost"
+# A refusing node sits out 1, 2, 4 ... seconds, at most BACKOFF_MAX, per refusal in a row.
+BACKOFF_BASE = 1.0
+BACKOFF_MAX = 30.0
 
 
 def get_node(name: str, *, lock: bool = False) -> Node:
@@ -225,7 +228,7 @@ def _set_intent(name: str, kind: str, actor: Any, **intent: bool) -> Node:
         node = get_node(name, lock=True)
         for field, value in intent.items():
             setattr(node, field, value)
-        node_save(node, *intent)
+        node_save_config(node, *intent)
         events.node_event(node, kind, actor=actor)
     return node
 
@@ -255,7 +258,6 @@ def node_self_drain(*, name: str) -> Node:
 def node_drain(*, name: str, actor: Any) -> Node:
     """No new work; the node shows draining until its tasks end, then stays cordoned."""
     node = _set_intent(name, "drain", actor, draining=True)
-    intents.drain_node(name)
     with transaction.atomic():
         node_settle_drain(node)
     return node
@@ -277,8 +279,11 @@ def node_update(
     if capacity is not None:
         node.capacity = capacity
         fields.append("capacity")
-    events.node_event(node, "edited", actor=actor, labels=labels, capacity=capacity)
-    return node_save(node, *fields)
+    changes = {"labels": labels, "capacity": capacity}
+    events.node_event(
+        node, "edited", actor=actor, **{k: v for k, v in changes.items() if v is not None}
+    )
+    return node_save_config(node, *fields)
 
 
 @transaction.atomic
@@ -299,6 +304,47 @@ def node_create(
     events.publish_node(node)
     intents.nodes_changed()
     return node, token
+
+
+@transaction.atomic
+def node_report_state(*, name: str, state: Mapping[str, Any]) -> Node:
+    """The node applied a node.config (or was welcomed) and says what it now is. A node that
+    took the hub's word gets another chance at once if it was backed off for refusing."""
+    node = get_node(name, lock=True)
+    node.reported = {**state, "at": timezone.now().isoformat()}
+    fields = ["reported"]
+    if node.refusals or node.backoff_until:
+        node.refusals, node.backoff_until = 0, None
+        fields += ["refusals", "backoff_until"]
+    return node_save(node, *fields)
+
+
+def backoff_seconds(refusals: int) -> float:
+    return min(BACKOFF_MAX, BACKOFF_BASE * 2 ** max(0, refusals - 1))
+
+
+@transaction.atomic
+def node_refused(*, name: str, session_id: str, reason: str) -> Node:
+    """The node refused an assignment: it sits out a back-off, so the scheduler does not
+    keep sending work to a node that looks empty but takes none (DESIGN §14)."""
+    node = get_node(name, lock=True)
+    now = timezone.now()
+    node.refusals += 1
+    node.last_refusal, node.refused_at = reason, now
+    pause = backoff_seconds(node.refusals)
+    node.backoff_until = now + timedelta(seconds=pause)
+    events.node_event(node, "refused", actor=name, session_id=session_id, reason=reason,
+                      backoff=pause)  # fmt: skip
+    return node_save(node, "refusals", "last_refusal", "refused_at", "backoff_until")
+
+
+@transaction.atomic
+def node_accepting(*, name: str) -> None:
+    """The node accepted an assignment after refusing some: its back-off is over."""
+    node = get_node(name, lock=True)
+    if node.refusals or node.backoff_until:
+        node.refusals, node.backoff_until = 0, None
+        node_save(node, "refusals", "backoff_until")
 
 
 def node_prune_samples(*, before: datetime) -> int:
