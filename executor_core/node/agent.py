@@ -16,7 +16,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.typing import Origin
@@ -30,6 +29,7 @@ from executor_core.node.connection import (
     hub_origin,
     hub_ws_url,
 )
+from executor_core.node.load import ProcessLoad
 from executor_core.node.reporting import RunReporter
 from executor_core.node.runs import Run, outcome, result_of
 from executor_core.node.state import NodeState, Outbox, ResultKey, Stats
@@ -96,6 +96,7 @@ class NodeAgent:
         self._stop = asyncio.Event()
         self._force_stop = asyncio.Event()
         self._interactive_stop = False
+        self._load = ProcessLoad()  # the node's own process tree, not the whole host
         self._outbox_empty = asyncio.Event()
         if not len(self._outbox):
             self._outbox_empty.set()
@@ -107,7 +108,6 @@ class NodeAgent:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop, True)
-        psutil.cpu_percent(None)  # the first call only sets the baseline for the next ones
         if len(self._outbox):
             logger.info("%d result(s) from an earlier run wait for delivery", len(self._outbox))
         connector = asyncio.create_task(self._connect_forever(), name="hub-connection")
@@ -274,12 +274,13 @@ class NodeAgent:
 
     async def _heartbeats(self) -> None:
         while True:
+            cpu, mem = self._load.sample()
             await self._send(
                 protocol.encode(
                     "heartbeat",
                     running=len(self._runs),
-                    cpu=min(100.0, max(0.0, psutil.cpu_percent(None))),
-                    mem=min(100.0, max(0.0, psutil.virtual_memory().percent)),
+                    cpu=cpu,
+                    mem=mem,
                     peak=self._stats.peak_running,
                 )
             )

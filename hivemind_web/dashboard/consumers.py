@@ -25,7 +25,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from executor_core import bounded_json
 from hivemind_web.dashboard import frames
 from hivemind_web.dashboard.selectors import board_snapshot, parse_request
-from hivemind_web.dashboard.summary import SUMMARY
+from hivemind_web.dashboard.summary import PAGES, SUMMARY
 from hivemind_web.hub.api.permissions import VIEW
 from hivemind_web.hub.broadcast import BOARD_GROUP, task_group
 from hivemind_web.hub.consumers.direct import DirectDispatch
@@ -51,6 +51,7 @@ class BoardConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
             return
         self.seq = 0
         self.buffer = frames.FrameBuffer()
+        self.page = frames.PageTracker()
         # Snapshots and frames go out one at a time, in sequence order.
         self.send_lock = asyncio.Lock()
         self.flusher: asyncio.Task[None] | None = None
@@ -129,14 +130,24 @@ class BoardConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
             if changes.overflow:
                 await self._send_snapshot_locked()
                 return
-            summary = None
+            summary = page = None
             if changes.tasks or changes.nodes:
                 try:
                     summary = await SUMMARY.get(changes.last_event_at)
                 except Exception:  # a busy database costs the summary, never the frame
                     log.exception("board summary failed")
+            query = self.request.tasks
+            if changes.tasks and query is not None:
+                # The count, the page's rows and their order come from the database, read
+                # once per frame for every client showing the same filters and page.
+                try:
+                    read = await PAGES.get(query, changes.last_event_at)
+                    sent = {t["session_id"] for t in changes.tasks}
+                    page = self.page.delta(read, sent)
+                except Exception:
+                    log.exception("board task page failed")
             self.seq += 1
-            await self.send_json(changes.frame(self.seq, summary))
+            await self.send_json(changes.frame(self.seq, summary, page))
 
     async def send_snapshot(self) -> None:
         async with self.send_lock:
@@ -146,6 +157,8 @@ class BoardConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
         # Everything buffered so far is in the database the snapshot reads.
         self.buffer.clear()
         snapshot = await database_sync_to_async(board_snapshot)(self.request)
+        if "tasks" in snapshot:
+            self.page.reset(snapshot["tasks"])
         self.seq += 1
         snapshot["seq"] = self.seq
         await self.send_json(snapshot)

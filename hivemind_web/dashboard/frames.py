@@ -41,7 +41,9 @@ class Changes:
     def overflow(self) -> bool:
         return len(self.tasks) > MAX_FRAME_TASKS
 
-    def frame(self, seq: int, summary: dict[str, Any] | None) -> dict[str, Any]:
+    def frame(
+        self, seq: int, summary: dict[str, Any] | None, page: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         frame: dict[str, Any] = {
             "type": "frame",
             "seq": seq,
@@ -53,7 +55,39 @@ class Changes:
             frame["fallback_mode"] = self.fallback_mode
         if summary is not None:
             frame["summary"] = summary
+        if page is not None:
+            frame["page"] = page
         return frame
+
+
+class PageTracker:
+    """What one client holds of its task page, so a frame carries only what changed there.
+
+    The client never counts or filters by itself (DESIGN §14): every frame that changes tasks
+    brings the server's count and the page's order; rows the client has not seen yet come
+    with their data, rows it has are kept current by the frame's task list.
+    """
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        self.shape: tuple[int, int, int] = (0, 0, 0)
+
+    def reset(self, page: dict[str, Any]) -> None:
+        self.order = [t["session_id"] for t in page["results"]]
+        self.shape = (page["count"], page["page"], page["pages"])
+
+    def delta(self, page: dict[str, Any], sent: set[str]) -> dict[str, Any] | None:
+        """The change from what the client holds to ``page`` (rows in ``sent``, this frame's
+        task list, need not come again), or None when nothing changed."""
+        order = [t["session_id"] for t in page["results"]]
+        shape = (page["count"], page["page"], page["pages"])
+        if order == self.order and shape == self.shape:
+            return None
+        held = set(self.order) | sent
+        rows = [t for t in page["results"] if t["session_id"] not in held]
+        self.order, self.shape = order, shape
+        count, number, pages = shape
+        return {"count": count, "page": number, "pages": pages, "order": order, "rows": rows}
 
 
 @dataclass

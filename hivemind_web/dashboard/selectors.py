@@ -37,7 +37,6 @@ MAX_BOUND = 2000
 MAX_TEAMS = 500
 MAX_WATCH = 20
 TEXT_LIMIT = 300
-ROUTES = ("local", "golem")
 STATUSES = tuple(s.value for s in TaskStatus)
 # Input, output and log can be large: the board never needs them, the task page reads its own.
 _HEAVY = ("input", "output", "log", "excluded_nodes")
@@ -101,7 +100,14 @@ def _values(params: Mapping[str, Any], key: str) -> list[str]:
 
 
 def _first(params: Mapping[str, Any], key: str) -> str:
-    values = _values(params, key) if key != "q" else [str(params.get(key) or "").strip()]
+    if key != "q":
+        values = _values(params, key)
+    else:
+        # Search text may hold commas: never split it. A socket URL's query arrives as lists.
+        raw: Any = params.get(key)
+        if isinstance(raw, list | tuple):
+            raw = raw[0] if raw else ""
+        values = [str(raw or "").strip()]
     values = [value.replace("\x00", "") for value in values]
     return values[0] if values else ""
 
@@ -121,9 +127,10 @@ def parse_request(params: Mapping[str, Any]) -> SnapshotRequest:
                 statuses.append(value)
             else:
                 errors["status"] = f"unknown status {value!r}"
-        route = _first(params, "route")
-        if route and route not in ROUTES:
-            errors["route"] = f"unknown route {route!r}"
+        try:
+            route = hub_selectors.parse_route(_first(params, "route"))
+        except ValueError as exc:
+            errors["route"] = str(exc)
             route = ""
         try:
             page = max(1, int(_first(params, "page") or 1))

@@ -1,4 +1,4 @@
-"""The fleet summary shared by every board client of one process.
+"""The fleet summary and the task pages shared by every board client of one process.
 
 Each frame carries the summary, but fifty clients must not run fifty count queries every
 100 ms. A summary read that *started* after a frame's newest event already reflects that
@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from channels.db import database_sync_to_async
 
+from hivemind_web.dashboard.selectors import task_page
 from hivemind_web.hub.selectors import fleet_summary
+
+# Distinct task queries (filters and page) whose reads are shared; the least recently asked
+# one is forgotten past this.
+MAX_PAGE_QUERIES = 256
 
 
 class SummaryCache:
@@ -53,4 +59,24 @@ class SummaryCache:
         return value
 
 
+class KeyedCache:
+    """One SummaryCache per key (here: per task query), so boards showing the same filters
+    and page share one read per frame, whatever their number."""
+
+    def __init__(self, load: Callable[[Any], dict[str, Any]], limit: int = MAX_PAGE_QUERIES):
+        self._load = load
+        self._limit = limit
+        self._caches: OrderedDict[Hashable, SummaryCache] = OrderedDict()
+
+    async def get(self, key: Hashable, fresh_after: float) -> dict[str, Any]:
+        cache = self._caches.pop(key, None)
+        if cache is None:
+            cache = SummaryCache(lambda: self._load(key))
+        self._caches[key] = cache
+        while len(self._caches) > self._limit:
+            self._caches.popitem(last=False)
+        return await cache.get(fresh_after)
+
+
 SUMMARY = SummaryCache()
+PAGES = KeyedCache(task_page)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import re
 import uuid
 
 from django.db.models import Count, Q, QuerySet
@@ -12,6 +12,33 @@ from hivemind_web.hub.models import Node, Task, TaskAttempt, Team
 
 BOUND = ["scheduled", "running"]
 ERR_STATUS = "unknown status {value!r}; expected some of: {choices}"
+ERR_ROUTE = "unknown route {value!r}; expected one of: {choices}"
+# ``fallback``: tasks meant for a node that ran locally because scheduling failed.
+FALLBACK = "fallback"
+ROUTES = ("local", "golem", FALLBACK)
+# The start of a session id as typed (the board shows its first 8 hex digits): Django
+# compares it with the id's text form, hyphens as the database spells them.
+_ID_PREFIX = re.compile(r"[0-9a-f]{4}[0-9a-f-]{0,32}")
+
+
+def parse_route(raw: str | None) -> str:
+    """ "" or one of ROUTES; raises ValueError on anything else."""
+    value = (raw or "").strip()
+    if value and value not in ROUTES:
+        raise ValueError(ERR_ROUTE.format(value=value, choices=", ".join(ROUTES)))
+    return value
+
+
+def search_condition(term: str) -> Q:
+    """Tasks a search box term finds: the whole session id or its first characters (the
+    8 the board shows), or the agent, or the input text containing it."""
+    condition = Q(agent_id__icontains=term) | Q(input__icontains=term)
+    try:
+        condition |= Q(session_id=uuid.UUID(term))
+    except ValueError:
+        if _ID_PREFIX.fullmatch(term.lower()):
+            condition |= Q(session_id__startswith=term.lower())
+    return condition
 
 
 def parse_statuses(raw: str | None) -> list[str]:
@@ -48,14 +75,12 @@ def task_list(
         qs = qs.filter(team__name=team)
     if node:
         qs = qs.filter(node__name=node)
-    if route:
+    if route == FALLBACK:
+        qs = qs.filter(route=Task.Route.LOCAL).exclude(fallback_reason="")
+    elif route:
         qs = qs.filter(route=route)
-    if search:
-        term = search.strip()
-        condition = Q(agent_id__icontains=term)
-        with contextlib.suppress(ValueError):
-            condition |= Q(session_id=uuid.UUID(term))
-        qs = qs.filter(condition)
+    if search and search.strip():
+        qs = qs.filter(search_condition(search.strip()))
     return qs
 
 

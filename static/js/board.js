@@ -32,6 +32,9 @@ const state = {
   errors: {},
 };
 const loads = new LoadHistory();
+// How long frames take to apply (read by the browser tests, handy in a console).
+const stats = { frames: 0, applyMs: [], renderMs: [] };
+window.hivemindBoard = stats;
 let filters = readFilters(new URLSearchParams(location.search));
 
 // Filters
@@ -84,22 +87,6 @@ function applyFilters(page = 1) {
   stream.update(streamParams(), { history: "" });
 }
 
-// The server's filter (hub selectors.task_list), applied to tasks that change under our eyes.
-function matches(task) {
-  if (filters.status.length && !filters.status.includes(task.status)) return false;
-  if (filters.team && task.team !== filters.team) return false;
-  if (filters.node && task.node !== filters.node) return false;
-  if (filters.route && task.route !== filters.route) return false;
-  if (filters.q) {
-    const q = filters.q.toLowerCase();
-    const asId = q.replace(/[{}-]/g, "").replace(/^urn:uuid:/, "");
-    const byAgent = task.agent_id.toLowerCase().includes(q);
-    const byId = asId.length === 32 && task.session_id.replace(/-/g, "") === asId;
-    if (!byAgent && !byId) return false;
-  }
-  return true;
-}
-
 // Applying the stream
 
 function applySnapshot(msg) {
@@ -126,7 +113,10 @@ function applySnapshot(msg) {
   schedule();
 }
 
+// The count, the page and its order are the server's (frames carry them whenever the page
+// changed): the board never counts or filters by itself, so it cannot drift.
 function applyFrame(msg) {
+  const started = performance.now();
   if (msg.summary) state.summary = msg.summary;
   if (msg.fallback_mode) state.fallback = msg.fallback_mode;
   for (const node of msg.nodes) {
@@ -136,35 +126,27 @@ function applyFrame(msg) {
   for (const task of msg.tasks) {
     if (BOUND.has(task.status) && task.node) state.bound.set(task.session_id, task);
     else state.bound.delete(task.session_id);
-    applyTaskToPage(task);
+    // Rows on the page take the new state; a row entering the page comes in msg.page.order
+    // and, when this frame already carries it, not again in msg.page.rows.
+    if (state.tasks.has(task.session_id) || msg.page) state.tasks.set(task.session_id, task);
   }
-  state.pages = Math.max(1, Math.ceil(state.count / state.pageSize));
+  if (msg.page) applyPage(msg.page);
   schedule();
+  stats.frames += 1;
+  stats.applyMs.push(performance.now() - started);
+  if (stats.applyMs.length > 200) stats.applyMs.shift();
 }
 
-function applyTaskToPage(task) {
-  const sid = task.session_id;
-  if (state.tasks.has(sid)) {
-    if (matches(task)) {
-      state.tasks.set(sid, task);
-    } else {
-      state.tasks.delete(sid);
-      state.order = state.order.filter((s) => s !== sid);
-      state.count = Math.max(0, state.count - 1);
-    }
-    return;
-  }
-  if (!matches(task)) return;
-  state.count += 1;
-  // Only the first page can take it in place: on later pages every row would shift by one.
-  if (state.page !== 1) return;
-  const created = Date.parse(task.created_at);
-  let at = state.order.findIndex((s) => Date.parse(state.tasks.get(s).created_at) < created);
-  if (at === -1) at = state.order.length;
-  if (at >= state.pageSize) return;
-  state.order.splice(at, 0, sid);
-  state.tasks.set(sid, task);
-  for (const dropped of state.order.splice(state.pageSize)) state.tasks.delete(dropped);
+function applyPage(page) {
+  const known = state.tasks;
+  state.tasks = new Map();
+  for (const row of page.rows) known.set(row.session_id, row);
+  for (const sid of page.order) if (known.has(sid)) state.tasks.set(sid, known.get(sid));
+  state.order = page.order.filter((sid) => state.tasks.has(sid));
+  state.count = page.count;
+  state.page = page.page;
+  state.pages = page.pages;
+  filters.page = page.page;
 }
 
 // Rendering
@@ -172,11 +154,14 @@ function applyTaskToPage(task) {
 const schedule = renderScheduler(render);
 
 function render() {
+  const started = performance.now();
   renderSummary();
   renderFallback();
   renderFilterOptions();
   renderNodes();
   renderTasks();
+  stats.renderMs.push(performance.now() - started);
+  if (stats.renderMs.length > 200) stats.renderMs.shift();
 }
 
 function renderSummary() {

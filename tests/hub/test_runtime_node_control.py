@@ -8,7 +8,8 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from runtime_support import WAIT, bound_task, eventually, node_row, pending_task
+from django.utils import timezone
+from runtime_support import WAIT, bound_task, eventually, node_row, pending_task, ready_node
 from test_runtime_node_consumer import (  # noqa: F401 - fixtures
     Connect,
     connect,
@@ -20,10 +21,12 @@ from test_runtime_node_consumer import (  # noqa: F401 - fixtures
 )
 
 from executor_core.scheduling.types import ScheduleRequest, SchedulingError
+from hivemind_web.hub.execution import reaper as reaper_module
+from hivemind_web.hub.execution.reaper import Reaper
 from hivemind_web.hub.execution.runtime import Runtime
 from hivemind_web.hub.execution.scheduler import read_node
 from hivemind_web.hub.intents import AttemptSpec
-from hivemind_web.hub.models import Node, NodeEvent, Task
+from hivemind_web.hub.models import Node, NodeEvent, NodeLoadSample, Task
 from hivemind_web.hub.services import nodes as node_services
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -160,3 +163,27 @@ def _request(sid: str) -> ScheduleRequest:
 )
 def test_the_back_off_doubles_per_refusal_up_to_a_bound(refusals: int, seconds: float) -> None:
     assert node_services.backoff_seconds(refusals) == seconds
+
+
+def _samples() -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for name in NodeLoadSample.objects.values_list("node__name", flat=True):
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+async def test_every_node_is_sampled_once_per_window_whichever_tick_it_beats_on(
+    runtime: Runtime,  # noqa: F811
+) -> None:
+    names = [f"s{i}" for i in range(reaper_module.SAMPLE_EVERY)]
+    for name in names:
+        await runtime.write(ready_node, name)
+    reaper = Reaper(runtime)
+    for window in range(2):
+        # Node s<i> beats on tick i of each window only (before, only the beats of the
+        # sample tick itself were kept: one node in five got a sample).
+        for tick in range(reaper_module.SAMPLE_EVERY):
+            beat = {"time": timezone.now(), "running": 0, "cpu": 10.0 * tick, "mem": 5.0}
+            runtime.note_heartbeat(names[tick], beat)
+            await reaper.tick()
+        assert await runtime.write(_samples) == {name: window + 1 for name in names}

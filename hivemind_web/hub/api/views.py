@@ -51,15 +51,22 @@ class TaskListCreate(generics.ListAPIView):
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         params = self.request.query_params
+        errors = {}
         try:
             statuses = selectors.parse_statuses(params.get("status"))
         except ValueError as exc:
-            raise ValidationError({"status": [str(exc)]}) from None
+            errors["status"] = [str(exc)]
+        try:
+            route = selectors.parse_route(params.get("route"))
+        except ValueError as exc:
+            errors["route"] = [str(exc)]
+        if errors:
+            raise ValidationError(errors)
         return selectors.task_list(
             statuses=statuses,
             team=params.get("team"),
             node=params.get("node"),
-            route=params.get("route"),
+            route=route,
             search=params.get("q"),
         )
 

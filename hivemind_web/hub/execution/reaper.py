@@ -104,6 +104,10 @@ class Reaper:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._ticks = 0
+        # The latest heartbeat of every node heard since the last load sample: a node that
+        # beats every few seconds is sampled every SAMPLE_EVERY ticks, whichever tick its
+        # beats fall on (sampling only the sample tick's own beats lost most of them).
+        self._unsampled: dict[str, dict] = {}
 
     async def run(self) -> None:
         while True:
@@ -117,10 +121,12 @@ class Reaper:
         rt, cfg = self.runtime, self.runtime.cfg
         self._ticks += 1
         beats, rt.heartbeats = rt.heartbeats, {}
+        self._unsampled.update(beats)
+        samples = None
+        if self._ticks % SAMPLE_EVERY == 0:
+            samples, self._unsampled = self._unsampled, {}
         # Ahead of the queue: never behind a backlog of task writes.
-        await rt.writer.enqueue_first(
-            node_services.node_flush_heartbeats, beats, sample=self._ticks % SAMPLE_EVERY == 0
-        )
+        await rt.writer.enqueue_first(node_services.node_flush_heartbeats, beats, samples=samples)
         # A connection that lost its identity (taken over, token rotated) is closed here.
         await rt.connections.verify()
         now = timezone.now()

@@ -158,43 +158,56 @@ def node_disconnected(*, name: str) -> None:
     Node.objects.filter(name=name).update(updated_at=timezone.now())
 
 
-def node_flush_heartbeats(beats: Mapping[str, Mapping[str, Any]], *, sample: bool = True) -> None:
-    """Write a batch of heartbeats (name → {time, running, cpu, mem}) in a few statements;
-    with ``sample``, also keep them as load history for the board's plots and show them on
-    the board (a node coming back to health is shown at once)."""
-    if not beats:
+def node_flush_heartbeats(
+    beats: Mapping[str, Mapping[str, Any]],
+    *,
+    samples: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Write a batch of heartbeats (name → {time, running, cpu, mem}) in a few statements.
+    ``samples`` (the latest beat of each node since the last sample) are kept as load
+    history for the plots, and those nodes are shown on the board; a node coming back to
+    health is shown at once."""
+    samples = samples or {}
+    if not beats and not samples:
         return
     with transaction.atomic():
-        rows = Node.objects.filter(name__in=list(beats))
-        if not sample:  # only what a heartbeat changes (a whole row is read to show it)
-            rows = rows.only("id", "name", "healthy", "last_heartbeat", "cpu", "mem")
-        nodes = list(rows)
-        samples, revived = [], []
+        nodes = list(
+            Node.objects.filter(name__in=list(beats)).only(
+                "id", "name", "healthy", "last_heartbeat", "cpu", "mem"
+            )
+        )
+        revived = []
         for node in nodes:
             beat = beats[node.name]
             node.last_heartbeat, node.cpu, node.mem = beat["time"], beat["cpu"], beat["mem"]
             if not node.healthy:  # back within the lost window: ready again at once
                 revived.append(node)
-            samples.append(
-                NodeLoadSample(
-                    node=node,
-                    time=beat["time"],
-                    running=beat["running"],
-                    cpu=beat["cpu"],
-                    mem=beat["mem"],
-                )
-            )
         if nodes:
             set_fields(nodes, ["last_heartbeat", "cpu", "mem"])
         for node in revived:
             node.refresh_from_db()  # the whole row, to show it (rare: a node came back)
             node.healthy = True
             node_save(node, "healthy")
-        if sample:
-            NodeLoadSample.objects.bulk_create(samples, batch_size=500)
-            for node in nodes:
-                if node not in revived:
-                    events.publish_node(node)
+        if not samples:
+            return
+        shown = {n.name for n in revived}
+        sampled = list(Node.objects.filter(name__in=list(samples)))
+        NodeLoadSample.objects.bulk_create(
+            [
+                NodeLoadSample(
+                    node=node,
+                    time=samples[node.name]["time"],
+                    running=samples[node.name]["running"],
+                    cpu=samples[node.name]["cpu"],
+                    mem=samples[node.name]["mem"],
+                )
+                for node in sampled
+            ],
+            batch_size=500,
+        )
+        for node in sampled:
+            if node.name not in shown:
+                events.publish_node(node)
 
 
 def node_mark_stale(*, silent_since: datetime, heard: Iterable[str] = ()) -> list[str]:
