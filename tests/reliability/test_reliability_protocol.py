@@ -16,6 +16,8 @@ from support.live import LiveHub, wait_for
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from executor_core.node import protocol
+
 pytestmark = pytest.mark.slow
 
 
@@ -34,7 +36,7 @@ def ws_url(hub: LiveHub) -> str:
 
 
 def frame(type_: str, **fields: Any) -> str:
-    return json.dumps({"type": type_, "v": 1, **fields})
+    return json.dumps({"type": type_, "v": protocol.PROTOCOL_VERSION, **fields})
 
 
 async def hello(ws: Any, name: str) -> None:
@@ -94,7 +96,7 @@ def test_a_foreign_origin_is_refused(live_hub: LiveHub) -> None:
         ("[1, 2]", "not_an_object"),
         (json.dumps({"v": 1}), "missing_field"),
         (json.dumps({"type": "heartbeat", "v": 99}), "unsupported_version"),
-        (json.dumps({"type": "teleport", "v": 1}), "unknown_type"),
+        (frame("teleport"), "unknown_type"),
         (frame("heartbeat", running=-1, cpu=1.0, mem=1.0, peak=0), "invalid_field"),
         (frame("task.progress", session_id="x", pct=500, message=""), None),
         (frame("task.assign", session_id="x", agent_id="echo", input="", attempt=1), None),
