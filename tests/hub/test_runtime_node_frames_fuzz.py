@@ -31,7 +31,9 @@ from executor_core.node import protocol
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
-SENTINEL = json.dumps({"type": "fuzz.sentinel", "v": 1})
+V = protocol.PROTOCOL_VERSION
+
+SENTINEL = json.dumps({"type": "fuzz.sentinel", "v": V})
 NODE_TYPES = sorted(t for t, spec in protocol.MESSAGES.items() if spec.sender == protocol.NODE)
 FIELDS = sorted({name for spec in protocol.MESSAGES.values() for name in spec.fields})
 
@@ -161,19 +163,19 @@ async def test_any_frame_gets_protocol_answers_and_the_socket_stays_open(
     ("text", "code"),
     [
         ("[" * 100_000 + "]" * 100_000, protocol.TOO_DEEP),
-        (json.dumps({"type": "heartbeat", "v": 1, "running": [[[[[[[[[0]]]]]]]]]}),
+        (json.dumps({"type": "heartbeat", "v": V, "running": [[[[[[[[[0]]]]]]]]]}),
          protocol.TOO_DEEP),
         ("x" * (protocol.MAX_FRAME_BYTES + 1), protocol.FRAME_TOO_LARGE),
         (protocol.encode("heartbeat", running=0, cpu=0, mem=0, peak=0).replace("0", "1e999", 1),
          protocol.INVALID_FIELD),
-        (json.dumps({"type": "task.progress", "v": 1, "session_id": "a\x00b", "pct": 1,
+        (json.dumps({"type": "task.progress", "v": V, "session_id": "a\x00b", "pct": 1,
                      "message": ""}), protocol.INVALID_FIELD),
-        (json.dumps({"type": "hello", "v": 1, "name": "n1", "version": "1\x00", "labels": {},
+        (json.dumps({"type": "hello", "v": V, "name": "n1", "version": "1\x00", "labels": {},
                      "capacity": 1, "agents": [], "running": []}), protocol.INVALID_FIELD),
-        (json.dumps({"type": "hello", "v": 1, "name": "n1", "version": "1", "labels": {},
+        (json.dumps({"type": "hello", "v": V, "name": "n1", "version": "1", "labels": {},
                      "capacity": 1, "agents": ["ec\x00ho"], "running": []}),
          protocol.INVALID_FIELD),
-        (json.dumps({"type": "hello", "v": 1, "name": "n1", "version": "1",
+        (json.dumps({"type": "hello", "v": V, "name": "n1", "version": "1",
                      "labels": {f"k{i}": "v" for i in range(65)}, "capacity": 1, "agents": [],
                      "running": []}), protocol.INVALID_FIELD),
     ],
@@ -201,10 +203,10 @@ async def test_a_frame_that_once_broke_the_handler_gets_an_error_frame(
 @pytest.mark.parametrize(
     "frame",
     [
-        {"type": "task.accepted", "v": 1, "session_id": "not-a-uuid", "attempt": 1},
-        {"type": "task.progress", "v": 1, "session_id": "s", "pct": 5, "message": ""},
-        {"type": "task.log", "v": 1, "session_id": "s", "lines": ["x"]},
-        {"type": "task.finished", "v": 1, "session_id": "s", "attempt": 1,
+        {"type": "task.accepted", "v": V, "session_id": "not-a-uuid", "attempt": 1},
+        {"type": "task.progress", "v": V, "session_id": "s", "pct": 5, "message": ""},
+        {"type": "task.log", "v": V, "session_id": "s", "lines": ["x"]},
+        {"type": "task.finished", "v": V, "session_id": "s", "attempt": 1,
          "status": "succeeded", "output": "", "error": ""},
     ],
     ids=["accepted", "progress", "log", "finished"],
