@@ -5,14 +5,19 @@ For 100, 1,000 and 10,000 nodes, each affinity policy, with and without a node s
 capacity with teams of four, then run in a steady state: release the oldest task, place a
 new member of the same team, with a team_nodes hint taken from the live placements.
 
+``--all-plugins`` turns every plugin on: the nodes carry capabilities, models and heartbeat
+resources, and every request asks for a capability, a model, free memory and a CPU ceiling,
+prefers two labels and excludes one node; one request in 50 is pinned to a node.
+
 ``decisions/s`` counts place + release pairs per second of time spent inside the two calls
 (building the request is the caller's cost and is left out); p50 / p99 are the latency of
 ``place`` alone. ``scan`` is a plain linear-scan placer run from the same filled state in the
-same process: it filters and scores every node with the same plugin functions, no index, no
-sampling. ``ratio`` is ClusterState's decisions/s over the scan's.
+same process: the same profile's plugins over every node, no index, no sampling. ``ratio`` is
+ClusterState's decisions/s over the scan's.
 
-Run: ``python bench/scheduler.py`` (about a minute and a half) or ``--quick``. Seeded: the fleets
-and the task streams are the same on every run.
+Run: ``python bench/scheduler.py`` (about a minute and a half) or ``--quick``; ``--profile``
+prints the cProfile of one case instead of the table. Seeded: the fleets and the task
+streams are the same on every run.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import statistics
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from executor_core.scheduling import (
@@ -35,14 +40,7 @@ from executor_core.scheduling import (
     ScheduleRequest,
     SchedulingError,
 )
-from executor_core.scheduling.plugins import (
-    affinity,
-    agents,
-    capacity,
-    exclusion,
-    readiness,
-    selector,
-)
+from executor_core.scheduling.framework import Framework, narrow_all, rate_all
 from executor_core.types import NodeAffinityPolicy
 
 SEED = 20240601
@@ -54,10 +52,16 @@ AGENT_IDS = ("coder", "writer", "search")
 RESTRICTED_AGENTS = frozenset({"coder", "writer"})
 
 
+PINNED_EVERY = 50  # with --all-plugins, one request in this many names its node
+
+
 def build_fleet(size: int, rng: random.Random) -> list[NodeInfo]:
     nodes = []
     for i in range(size):
         roll = rng.random()
+        capabilities = {"browser"} if rng.random() < 0.9 else set()
+        if rng.random() < 0.3:
+            capabilities.add("gpu_inference")
         nodes.append(
             NodeInfo(
                 name=f"node-{i:05d}",
@@ -71,6 +75,12 @@ def build_fleet(size: int, rng: random.Random) -> list[NodeInfo]:
                 cordoned=0.02 <= roll < 0.03,
                 # One node in ten runs only some agents.
                 agents=RESTRICTED_AGENTS if rng.random() < 0.1 else frozenset(),
+                # Read only by the requests of --all-plugins.
+                capabilities=frozenset(capabilities),
+                models=frozenset({"llama3"} if rng.random() < 0.9 else {"mistral"}),
+                cpu_percent=round(rng.uniform(0, 100), 1),
+                free_memory_mb=rng.randint(512, 16_384),
+                free_disk_mb=rng.randint(1_000, 100_000),
             )
         )
     return nodes
@@ -82,34 +92,77 @@ class Task:
     team_id: str
     agent_id: str
     node_selector: Mapping[str, str]
+    # Set with --all-plugins: a node to pin to (or ""), and a node to keep away from.
+    pinned: str = ""
+    excluded: str = ""
 
 
 def make_request(
-    task: Task, policy: NodeAffinityPolicy, team_nodes: Mapping[str, int]
+    task: Task, policy: NodeAffinityPolicy, team_nodes: Mapping[str, int], every: bool
 ) -> ScheduleRequest:
+    hints = ScheduleHints(
+        affinity=policy,
+        team_nodes=team_nodes,
+        excluded_nodes=frozenset({task.excluded}) if task.excluded else frozenset(),
+    )
+    if not every:
+        return ScheduleRequest(
+            session_id=task.session_id,
+            agent_id=task.agent_id,
+            team_id=task.team_id,
+            node_selector=task.node_selector,
+            hints=hints,
+        )
     return ScheduleRequest(
         session_id=task.session_id,
         agent_id=task.agent_id,
         team_id=task.team_id,
         node_selector=task.node_selector,
-        hints=ScheduleHints(affinity=policy, team_nodes=team_nodes),
+        hints=hints,
+        node=task.pinned,
+        prefer_labels={"arch": "amd64", "pool": "p1"},
+        capabilities=frozenset({"browser"}),
+        min_free_memory_mb=1024,
+        max_cpu_percent=90.0,
+        model="llama3",
     )
 
 
+class _Row:
+    """A node as the baseline keeps it: the attributes the plugins read, running mutable."""
+
+    __slots__ = (
+        "agents",
+        "capabilities",
+        "capacity",
+        "cordoned",
+        "cpu_percent",
+        "free_disk_mb",
+        "free_memory_mb",
+        "labels",
+        "models",
+        "name",
+        "ready",
+        "running",
+    )
+
+    def __init__(self, info: NodeInfo) -> None:
+        for slot in self.__slots__:
+            setattr(self, slot, getattr(info, slot))
+
+
 class LinearScan:
-    """The baseline: every node filtered and scored on every decision, no index."""
+    """The baseline: the same plugins over every node on every decision, no index."""
 
     def __init__(self, nodes: list[NodeInfo]) -> None:
-        self.nodes = [
-            [n.name, n.labels, n.capacity, n.running, n.ready, n.cordoned, n.agents]
-            for n in sorted(nodes, key=lambda n: n.name)
-        ]
-        self.by_name = {row[0]: row for row in self.nodes}
+        self.nodes = [_Row(n) for n in sorted(nodes, key=lambda n: n.name)]
+        self.by_name = {row.name: row for row in self.nodes}
         self.placed: dict[str, tuple[str, str | None]] = {}
         self.teams: dict[str, dict[str, int]] = {}
+        self.framework = Framework()
 
     def assume(self, session_id: str, node: str, team_id: str | None) -> None:
-        self.by_name[node][3] += 1
+        self.by_name[node].running += 1
         self.placed[session_id] = (node, team_id)
         if team_id:
             nodes = self.teams.setdefault(team_id, {})
@@ -119,32 +172,22 @@ class LinearScan:
         return dict(self.teams.get(team_id, {}))
 
     def place(self, request: ScheduleRequest) -> Placement:
-        hints = request.hints
-        policy = hints.affinity
-        team = affinity.members(hints.team_nodes)
-        best = None
-        for name, labels, cap, running, ready, cordoned, node_agents in self.nodes:
-            if (
-                readiness.unschedulable_reason(ready, cordoned) is None
-                and selector.matches(request.node_selector, labels)
-                and agents.supports(node_agents, request.agent_id)
-                and exclusion.allows(name, hints.excluded_nodes)
-                and affinity.allows(policy, name, team)
-                and capacity.has_room(running, cap)
-            ):
-                key = (-affinity.score(policy, running, cap, team.get(name, 0)), running, name)
-                if best is None or key < best:
-                    best = key
-        if best is None:
+        cycle = self.framework.cycle(request)
+        feasible = narrow_all(cycle.narrows, self.nodes, {})
+        if not feasible:
             raise SchedulingError("no feasible node")
-        self.assume(request.session_id, best[2], request.team_id)
-        return Placement(node=best[2], score=-best[0], reason="linear scan")
+        totals, _each = rate_all(cycle.rates, feasible)
+        score, _running, name = min(
+            (-t, n.running, n.name) for t, n in zip(totals, feasible, strict=True)
+        )
+        self.assume(request.session_id, name, request.team_id)
+        return Placement(node=name, score=-score, reason="linear scan")
 
     def release(self, session_id: str) -> None:
         if session_id not in self.placed:
             return  # its placement had failed
         node, team_id = self.placed.pop(session_id)
-        self.by_name[node][3] -= 1
+        self.by_name[node].running -= 1
         if team_id:
             nodes = self.teams[team_id]
             nodes[node] -= 1
@@ -168,6 +211,17 @@ class Result:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e6
 
 
+def successor(old: Task, number: int, names: list[str] | None) -> Task:
+    """The next member of the old task's team; with ``names`` (--all-plugins) it excludes a
+    node, and one in PINNED_EVERY is pinned to one (both picked by its number)."""
+    task = Task(f"s{number}", old.team_id, old.agent_id, old.node_selector)
+    if names:
+        task.excluded = names[number * 7_919 % len(names)]
+        if number % PINNED_EVERY == 0:
+            task.pinned = names[number * 104_729 % len(names)]
+    return task
+
+
 def steady_state(
     placer: ClusterState | LinearScan,
     live: deque[Task],
@@ -175,18 +229,19 @@ def steady_state(
     decisions: int,
     budget: float,
     seq: int,
+    names: list[str] | None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Result:
     """Release the oldest task, place a new member of its team; time both calls."""
     result = Result()
-    clock = time.perf_counter
-    deadline = clock() + budget
+    deadline = time.perf_counter() + budget
     for step in range(decisions):
         old = live.popleft()
         t0 = clock()
         placer.release(old.session_id)
         t1 = clock()
-        task = Task(f"s{seq + step}", old.team_id, old.agent_id, old.node_selector)
-        request = make_request(task, policy, placer.team_nodes(task.team_id))
+        task = successor(old, seq + step, names)
+        request = make_request(task, policy, placer.team_nodes(task.team_id), names is not None)
         t2 = clock()
         try:
             placer.place(request)
@@ -197,7 +252,7 @@ def steady_state(
         result.seconds += (t1 - t0) + (t3 - t2)
         result.latencies.append(t3 - t2)
         result.decisions += 1
-        if step % 64 == 0 and clock() > deadline:
+        if step % 64 == 0 and time.perf_counter() > deadline:
             break
     return result
 
@@ -208,6 +263,7 @@ def fill(
     policy: NodeAffinityPolicy,
     with_selector: bool,
     rng: random.Random,
+    every: bool,
 ) -> deque[Task]:
     total = sum(n.capacity for n in state.nodes() if n.ready and not n.cordoned)
     live: deque[Task] = deque()
@@ -217,7 +273,7 @@ def fill(
         node_selector = {"zone": f"z{team % ZONES}"} if with_selector else {}
         task = Task(f"f{i}", f"team-{team}", rng.choice(AGENT_IDS), node_selector)
         try:
-            state.place(make_request(task, policy, state.team_nodes(task.team_id)))
+            state.place(make_request(task, policy, state.team_nodes(task.team_id), every))
         except SchedulingError:
             continue
         live.append(task)
@@ -225,15 +281,23 @@ def fill(
     return live
 
 
-def run(size: int, policy: NodeAffinityPolicy, with_selector: bool, quick: bool) -> dict:
+def run(
+    size: int,
+    policy: NodeAffinityPolicy,
+    with_selector: bool,
+    quick: bool,
+    every: bool,
+    clock: Callable[[], float],
+) -> dict:
     rng = random.Random(f"{SEED}-{size}-{policy.value}-{with_selector}")
     state = ClusterState(build_fleet(size, rng))
-    live = fill(state, size, policy, with_selector, rng)
+    live = fill(state, size, policy, with_selector, rng, every)
+    names = [n.name for n in state.nodes()] if every else None
 
     # The baseline starts from a copy of the same filled state.
     scan = LinearScan(state.nodes())
     for node in scan.nodes:
-        node[3] = 0
+        node.running = 0
     for task in live:
         placement = state.placement_of(task.session_id)
         assert placement is not None
@@ -241,9 +305,9 @@ def run(size: int, policy: NodeAffinityPolicy, with_selector: bool, quick: bool)
     scan_live = deque(live)
 
     n = 3_000 if quick else 20_000
-    steady_state(state, live, policy, n // 10, 5.0, 10_000_000)  # warm-up
-    ours = steady_state(state, live, policy, n, 4.0 if quick else 8.0, 20_000_000)
-    base = steady_state(scan, scan_live, policy, n, 0.5 if quick else 1.5, 30_000_000)
+    steady_state(state, live, policy, n // 10, 5.0, 10_000_000, names, clock)  # warm-up
+    ours = steady_state(state, live, policy, n, 4.0 if quick else 8.0, 20_000_000, names, clock)
+    base = steady_state(scan, scan_live, policy, n, 0.5 if quick else 1.5, 30_000_000, names, clock)
     return {
         "nodes": size,
         "policy": policy.value,
@@ -295,23 +359,68 @@ def row(values: Mapping[str, object], header: bool = False) -> str:
     return "  ".join(cells)
 
 
+def profile_case(size: int, policy: NodeAffinityPolicy, every: bool) -> int:
+    """The hot spots of ClusterState in one steady-state case, by own time."""
+    import cProfile
+    import pstats
+
+    rng = random.Random(f"{SEED}-{size}-{policy.value}-False")
+    state = ClusterState(build_fleet(size, rng))
+    live = fill(state, size, policy, False, rng, every)
+    names = [n.name for n in state.nodes()] if every else None
+    profiler = cProfile.Profile()
+    profiler.enable()
+    steady_state(state, live, policy, 20_000, 30.0, 20_000_000, names)
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer decisions per case")
     parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
+    parser.add_argument(
+        "--all-plugins",
+        action="store_true",
+        help="requests use every plugin (capabilities, model, resources, preferences, ...)",
+    )
+    parser.add_argument(
+        "--policies",
+        nargs="*",
+        choices=[p.value for p in NodeAffinityPolicy],
+        default=[p.value for p in NodeAffinityPolicy],
+    )
+    parser.add_argument(
+        "--cpu-clock",
+        action="store_true",
+        help="time the calls in this thread's CPU time: on a shared machine, time spent "
+        "waiting for a core is left out",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="print the cProfile of the first case (first size, no selector) and stop",
+    )
     args = parser.parse_args(argv)
+    policies = [NodeAffinityPolicy(p) for p in args.policies]
+    if args.profile:
+        return profile_case(args.sizes[0], policies[0], args.all_plugins)
+    clock = time.thread_time if args.cpu_clock else time.perf_counter
     started = time.perf_counter()
     print(row({}, header=True))
     rates = []
     for size in args.sizes:
         for with_selector in (False, True):
-            for policy in NodeAffinityPolicy:
-                result = run(size, policy, with_selector, args.quick)
+            for policy in policies:
+                result = run(size, policy, with_selector, args.quick, args.all_plugins, clock)
                 rates.append(result["rate"])
                 print(row(result), flush=True)
     print(
         f"\n{len(rates)} cases in {time.perf_counter() - started:.0f} s; "
-        f"median {statistics.median(rates):,.0f} decisions/s; Python {sys.version.split()[0]}"
+        f"median {statistics.median(rates):,.0f} decisions/s; Python {sys.version.split()[0]}; "
+        f"{'CPU' if args.cpu_clock else 'wall'} clock"
+        + ("; every plugin on" if args.all_plugins else "")
     )
     return 0
 

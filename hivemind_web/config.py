@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+
+from executor_core.scheduling.framework import Framework, Profile
 
 
 def env_str(name: str, default: str = "") -> str:
@@ -128,6 +131,20 @@ def env_llm() -> Any:
         return llm_config_from_env()
     except ValueError as exc:
         raise ImproperlyConfigured(str(exc)) from None
+
+
+def env_scheduler_profile(name: str) -> Profile | None:
+    """The scheduler's plugins as JSON, ``{"filters": [...], "scores": {"name": weight}}``
+    (either key may be left out); None when unset: the built-in default profile."""
+    raw = os.environ.get(name)
+    if not raw:
+        return None
+    try:
+        profile = Profile.from_dict(json.loads(raw))
+        Framework(profile)  # an unknown plugin fails at start, not at the first decision
+    except (ValueError, LookupError, TypeError) as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+    return profile
 
 
 def persistent_secret(path: Path) -> str:

@@ -24,6 +24,7 @@ from hivemind_web.config import (
     env_list,
     env_llm,
     env_rate,
+    env_scheduler_profile,
     env_str,
     persistent_secret,
     private_file,
@@ -259,4 +260,6 @@ HIVEMIND = {
     "COMMAND_AGENTS": env_command_agents(),
     # The llm agent runs locally when the hub has HIVEMIND_LLM_* (never shown: holds the key).
     "LLM": env_llm(),
+    # Which scheduler plugins decide and their score weights (None: every built-in one).
+    "SCHEDULER_PROFILE": env_scheduler_profile("HIVEMIND_SCHEDULER_PROFILE"),
 }

@@ -16,28 +16,41 @@ A decision costs what the nodes that can match cost, not what the fleet costs:
   moves it, so ``evaluate`` followed by ``place`` (of a session not yet placed) picks the
   same node.
 
-The hot loop calls the pure functions the plugins are built from (``plugins/*``), so a rule is
-written once. On failure the plugins themselves run over the visited nodes to say why.
+The decision itself is the profile's plugins (``framework.py``): the walk hands the sampled
+candidates to the filters in chunks, the score plugins rate the feasible ones, and the best
+wins (ties: fewest running, then name). Every decision, placed or not, carries a
+PlacementRecord: nodes evaluated, feasible, rejected by reason, the best few candidates with
+each plugin's share of their score. The index paths follow the profile: a profile without
+NodeSelector (NodeName, TeamAffinity) does not narrow the candidates by it either.
 """
 
 from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
-from itertools import chain
-from typing import NamedTuple
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
-from executor_core.scheduling.framework import count_reasons, default_registry, summarize
-from executor_core.scheduling.plugins import (
-    affinity,
-    agents,
-    capacity,
-    exclusion,
-    readiness,
-    selector,
+from executor_core.scheduling.framework import (
+    Cycle,
+    Framework,
+    Profile,
+    Registry,
+    narrow_all,
+    rate_all,
+    summarize,
 )
-from executor_core.scheduling.types import NodeInfo, Placement, ScheduleRequest, SchedulingError
+from executor_core.scheduling.plugins import affinity, pinning, selector
+from executor_core.scheduling.plugins.base import Narrow, Rejected
+from executor_core.scheduling.types import (
+    RECORD_CANDIDATES,
+    NodeInfo,
+    NodeScore,
+    Placement,
+    PlacementRecord,
+    ScheduleRequest,
+    SchedulingError,
+)
 from executor_core.types import NodeAffinityPolicy, RequestValidationError
 
 # How many feasible nodes a decision looks for before it stops filtering. Candidates up to
@@ -54,6 +67,13 @@ PERCENTAGE_HALVES_AT = 1000
 ERR_NODE_NAME = "node name must be a non-empty string"
 ERR_NODE_CAPACITY = "node {name}: capacity and running must be integers >= 0"
 ERR_NODE_LABELS = "node {name}: labels must map strings to strings"
+ERR_NODE_NAMES = "node {name}: {field} must be a set of strings"
+ERR_NODE_FIGURE = "node {name}: {field} must be a number >= 0 or None"
+ERR_STRINGS = "must be a set of strings"
+ERR_LABELS = "must map strings to strings"
+ERR_MEMORY = "must be an integer >= 0"
+ERR_CPU = "must be a number from 0 to 100"
+ERR_TEXT = "must be a string"
 ERR_REQUIRES_TEAM = "{policy} requires a team"
 
 ERR_UNKNOWN_POLICY = "unknown affinity policy {policy!r}"
@@ -87,7 +107,6 @@ class _Node:
         "name",
         "ready",
         "running",
-        "schedulable",
     )
 
     def __init__(self, name: str) -> None:
@@ -103,7 +122,6 @@ class _Node:
         self.cpu_percent: float | None = None
         self.free_memory_mb: int | None = None
         self.free_disk_mb: int | None = None
-        self.schedulable = False
 
     def update(self, info: NodeInfo) -> None:
         self.labels = dict(info.labels)
@@ -119,8 +137,17 @@ class _Node:
         self.cpu_percent = info.cpu_percent
         self.free_memory_mb = info.free_memory_mb
         self.free_disk_mb = info.free_disk_mb
-        # Readiness only changes through upsert, so it is decided here, once, by the plugin.
-        self.schedulable = readiness.unschedulable_reason(self.ready, self.cordoned) is None
+
+    def indexed_facts(self) -> tuple[object, ...]:
+        """What indexed filters may read (labels are compared by the caller)."""
+        return (
+            self.agents,
+            self.capabilities,
+            self.models,
+            self.ready,
+            self.cordoned,
+            tuple(self.labels.items()),
+        )
 
     def info(self) -> NodeInfo:
         return NodeInfo(
@@ -142,12 +169,16 @@ class _Node:
 class _Ring:
     """Nodes sorted by name, with the offset the next placement starts from."""
 
-    __slots__ = ("names", "nodes", "start")
+    __slots__ = ("names", "nodes", "share", "start")
 
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.nodes: list[_Node] = []
+    def __init__(self, nodes: list[_Node] | None = None) -> None:
+        """Empty, or of ``nodes`` already sorted by name."""
+        self.nodes: list[_Node] = nodes if nodes is not None else []
+        self.names: list[str] = [n.name for n in self.nodes]
         self.start = 0
+        # The share of the nodes the last walk visited that it found feasible: only sizes the
+        # walk's chunks (see _walk), never changes a decision.
+        self.share = 1.0
 
     def add(self, node: _Node) -> None:
         i = bisect_left(self.names, node.name)
@@ -195,14 +226,29 @@ class ClusterState:
     ``remove_node`` forgets the sessions assumed on the node.
     """
 
-    def __init__(self, nodes: Iterable[NodeInfo] = ()) -> None:
+    def __init__(
+        self,
+        nodes: Iterable[NodeInfo] = (),
+        *,
+        profile: Profile | None = None,
+        registry: Registry | None = None,
+    ) -> None:
+        """``profile`` names the plugins that decide (default: every built-in one); building
+        it raises LookupError / TypeError for a name the registry does not have as such."""
+        self.framework = Framework(profile, registry)
+        names = self.framework.names
+        self._pins = pinning.NAME in names
+        self._selects = selector.NAME in names
+        self._teams_only = affinity.NAME in names
         self._lock = threading.Lock()
         self._nodes: dict[str, _Node] = {}
         self._all = _Ring()
         self._index: dict[tuple[str, str], _Ring] = {}
         self._assumed: dict[str, _Assumed] = {}
         self._teams: dict[str, dict[str, int]] = {}
-        self._filters = default_registry().filters()
+        # Per key of the indexed filters (Cycle.key): the nodes they let through, as a ring
+        # with its own sampling offset. Any change of a node's indexed facts clears it all.
+        self._eligible: dict[tuple[Hashable, ...], _Ring] = {}
         for info in nodes:
             self.upsert_node(info)
 
@@ -218,6 +264,7 @@ class ClusterState:
                 raise ValueError(ERR_NODE_CAPACITY.format(name=name))
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in info.labels.items()):
             raise ValueError(ERR_NODE_LABELS.format(name=name))
+        _check_node_extras(info)
         with self._lock:
             node = self._nodes.get(name)
             if node is None:
@@ -225,15 +272,19 @@ class ClusterState:
                 node.update(info)
                 self._all.add(node)
                 self._index_labels(node, node.labels.items())
+                self._eligible.clear()
                 return
+            facts = node.indexed_facts()
             if node.labels == info.labels:
                 node.update(info)
-                return
-            old = set(node.labels.items())
-            node.update(info)
-            new = set(node.labels.items())
-            self._unindex_labels(name, old - new)
-            self._index_labels(node, new - old)
+            else:
+                old = set(node.labels.items())
+                node.update(info)
+                new = set(node.labels.items())
+                self._unindex_labels(name, old - new)
+                self._index_labels(node, new - old)
+            if node.indexed_facts() != facts:
+                self._eligible.clear()
 
     def remove_node(self, name: str) -> bool:
         """Forget the node and the sessions assumed on it. False when it was unknown."""
@@ -243,6 +294,7 @@ class ClusterState:
                 return False
             self._all.discard(name)
             self._unindex_labels(name, node.labels.items())
+            self._eligible.clear()
             # A scan, not a per-node session set: removal is rare, placements are not.
             gone = [sid for sid, assumed in self._assumed.items() if assumed[0] == name]
             for session_id in gone:
@@ -381,79 +433,162 @@ class ClusterState:
             raise RequestValidationError(
                 "affinity_policy", ERR_REQUIRES_TEAM.format(policy=policy.value)
             )
+        _check_constraints(request)
         team = affinity.members(hints.team_nodes) if hints.team_nodes else _EMPTY_TEAM
-        node_selector = request.node_selector
+        cycle = self.framework.cycle(request)
 
-        ring: _Ring | None
-        if affinity.restricts_to_team(policy, team):
+        pinned = request.node if self._pins else ""
+        ring: _Ring | None = None
+        start = 0
+        if pinned:
+            node = self._nodes.get(pinned)
+            nodes = [node] if node is not None else []
+            want = len(nodes)
+        elif self._teams_only and affinity.restricts_to_team(policy, team):
             known = self._nodes
             nodes = [known[name] for name in sorted(team) if name in known]
-            ring, rest, start, want = None, node_selector, 0, len(nodes)
+            want = len(nodes)
         else:
-            ring, rest = self._postings(node_selector)
-            nodes = ring.nodes if ring is not None else []
+            ring = self._eligible.get(cycle.key)
+            if ring is None:
+                ring = self._eligible_ring(request, cycle)
+            nodes = ring.nodes
             start = ring.start % len(nodes) if nodes else 0
             want = feasible_nodes_to_find(len(nodes))
 
-        best, score, found, visited = _scan(
-            nodes, start, want, rest, request.agent_id, hints.excluded_nodes, policy, team
-        )
-        if best is None:
-            raise SchedulingError(
-                self._explain(request, policy, team, nodes, ring is None),
-                waitable=self._could_ever_fit(request),
-            )
+        if ring is None:
+            # Few nodes, by name: every filter runs on them.
+            feasible, visited, rejected = _walk(nodes, start, want, cycle.narrows, 1.0)
+        else:
+            feasible, visited, rejected = _walk(nodes, start, want, cycle.walk, ring.share)
+            if visited:
+                ring.share = len(feasible) / visited
+        if not feasible:
+            if ring is not None:
+                # The ring holds only what the indexed filters let through: count again over
+                # every node of the posting, so each is counted under its first reason.
+                posting = self._posting(request)
+                nodes = posting.nodes if posting is not None else []
+                rejected = {}
+                narrow_all(cycle.narrows, nodes, rejected)
+                visited = len(nodes)
+            raise self._failure(request, policy, nodes, ring is None, visited, rejected)
 
+        feasible = _name_order(feasible)
+        totals, each = rate_all(cycle.rates, feasible)
+        order = _best_first(totals, feasible)
+        best, score = feasible[order[0]], totals[order[0]]
         on_node = team.get(best.name, 0)
         why = (
-            f"{policy}: best of {found} feasible nodes ({visited} checked), "
+            f"{policy}: best of {len(feasible)} feasible nodes ({visited} checked), "
             f"{best.running}/{best.capacity} running"
         )
         if on_node:
             why += f", {on_node} of team {request.team_id} there"
-        placement = Placement(node=best.name, score=score, reason=why)
+        shares = [(name, share) for name, share, _rate in cycle.rates]
+        candidates = tuple(
+            NodeScore(
+                feasible[i].name,
+                totals[i],
+                {
+                    name: share * scores[i]
+                    for (name, share), scores in zip(shares, each, strict=True)
+                },
+            )
+            for i in order
+        )
+        record = PlacementRecord(
+            evaluated=visited,
+            feasible=len(feasible),
+            rejected=rejected,
+            candidates=candidates,
+            chosen=best.name,
+            summary=why,
+        )
+        placement = Placement(node=best.name, score=score, reason=why, record=record)
         next_start = (start + visited) % len(nodes) if ring is not None else 0
         return _Decision(best, score, ring, next_start, placement)
 
-    def _explain(
+    def _failure(
         self,
         request: ScheduleRequest,
         policy: NodeAffinityPolicy,
-        team: Mapping[str, int],
         visited: list[_Node],
-        team_only: bool,
-    ) -> str:
-        """Why no node fits: the plugins judge the visited nodes, the index the others."""
+        by_name: bool,
+        evaluated: int,
+        rejected: Rejected,
+    ) -> SchedulingError:
+        """Why no node fits: the walk's counts for the visited nodes (every candidate, as none
+        was feasible), the index for the others; and whether waiting could help."""
         total = len(self._nodes)
-        counts, _ = count_reasons(self._filters, visited, request)
+        counts = dict(rejected)
         node_selector = request.node_selector
         unvisited = total - len(visited)
-        if team_only:
-            # Outside the team: a node missing the selector counts under the selector (it comes
-            # first), the rest under the affinity rule.
-            ring, rest = self._postings(node_selector)
-            match = selector.matches
-            matched = (
-                0
-                if ring is None
-                else sum(1 for n in ring.nodes if not rest or match(rest, n.labels))
-            )
-            team_misses = sum(1 for n in visited if not match(node_selector, n.labels))
-            selector_misses = (total - matched) - team_misses
-            counts[selector.reason(node_selector)] += selector_misses
-            counts[affinity.reason(policy, request.team_id)] += unvisited - selector_misses
-        elif unvisited:
-            counts[selector.reason(node_selector)] += unvisited
-        return summarize(total, counts)
+        pinned = request.node if self._pins else ""
+        if pinned:
+            # The pinned node's own reason is the answer; the others only were not asked for.
+            own = next(iter(rejected), pinning.REASON_UNKNOWN)
+            if unvisited:
+                other = pinning.REASON.format(node=pinned)
+                counts[other] = counts.get(other, 0) + unvisited
+            summary = f"0/{total} nodes available: node {pinned} {own}"
+        else:
+            if by_name:
+                # Outside the team: a node missing the selector counts under the selector (it
+                # comes first), the rest under the affinity rule.
+                ring, rest = self._postings(node_selector)
+                match = selector.matches
+                matched = (
+                    0
+                    if ring is None
+                    else sum(1 for n in ring.nodes if not rest or match(rest, n.labels))
+                )
+                team_misses = sum(1 for n in visited if not match(node_selector, n.labels))
+                selector_misses = (total - matched) - team_misses
+                _add(counts, selector.reason(node_selector), selector_misses)
+                _add(counts, affinity.reason(policy, request.team_id), unvisited - selector_misses)
+            elif unvisited:
+                _add(counts, selector.reason(node_selector), unvisited)
+            summary = summarize(total, counts)
+        record = PlacementRecord(
+            evaluated=evaluated,
+            feasible=0,
+            rejected=counts,
+            candidates=(),
+            chosen=None,
+            summary=summary,
+        )
+        return SchedulingError(summary, record=record, waitable=self._could_ever_fit(request))
+
+    def _posting(self, request: ScheduleRequest) -> _Ring | None:
+        """The label index's smallest posting of the selector (all nodes without one), or None
+        when no node has one of its pairs."""
+        return self._postings(request.node_selector)[0] if self._selects else self._all
+
+    def _eligible_ring(self, request: ScheduleRequest, cycle: Cycle) -> _Ring:
+        posting = self._posting(request)
+        nodes = posting.nodes if posting is not None else []
+        ring = _Ring(narrow_all(cycle.indexed, nodes, {}))
+        if len(self._eligible) >= _ELIGIBLE_KEYS:
+            self._eligible.clear()  # request shapes churn: start over rather than track age
+        self._eligible[cycle.key] = ring
+        return ring
 
     def _could_ever_fit(self, request: ScheduleRequest) -> bool:
-        """True when some node meets the request's static constraints (selector, agent)."""
-        ring, rest = self._postings(request.node_selector)
-        if ring is None:
-            return False
-        match, supports, agent_id = selector.matches, agents.supports, request.agent_id
+        """True when some node passes every static filter of the request: only transient ones
+        (capacity, readiness, affinity, ...) rule nodes out, so waiting may help."""
+        pinned = request.node if self._pins else ""
+        if pinned:
+            node = self._nodes.get(pinned)
+            nodes = [node] if node is not None else []
+        else:
+            ring = self._posting(request)
+            nodes = ring.nodes if ring is not None else []
+        static = self.framework.static_narrows(request)
+        unused: Rejected = {}
+        # In chunks: one node that could fit is enough.
         return any(
-            (not rest or match(rest, n.labels)) and supports(n.agents, agent_id) for n in ring.nodes
+            narrow_all(static, nodes[i : i + _PROBE], unused) for i in range(0, len(nodes), _PROBE)
         )
 
     def _assume(self, session_id: str, assumed: _Assumed, *, count: bool) -> None:
@@ -493,65 +628,141 @@ class ClusterState:
                 del self._teams[team_id]
 
 
-def _scan(
-    nodes: list[_Node],
-    start: int,
-    want: int,
-    rest: Mapping[str, str],
-    agent_id: str,
-    excluded: frozenset[str],
-    policy: NodeAffinityPolicy,
-    team: Mapping[str, int],
-) -> tuple[_Node | None, float, int, int]:
-    """Walk ``nodes`` from ``start`` (wrapping), keep the best feasible one, stop after
-    ``want`` feasible. Returns (best, its score, feasible found, nodes visited).
+# How many request shapes (keys of the indexed filters) keep their eligible nodes at once.
+_ELIGIBLE_KEYS = 256
+# How many nodes the static probe of a failure filters at a time.
+_PROBE = 256
+# The walk's chunks: a little more than the expected share needs, which is never taken below
+# the minimum (a nearly full fleet would otherwise ask for the whole ring at once).
+_MARGIN = 1.15
+_MIN_SHARE = 0.05
+# The first chunk trusts the last decision's share only this far: it had other constraints.
+_FIRST_SHARE = 0.25
 
-    The fused hot loop: the plugins' pure functions bound to locals, no per-node allocation.
+
+def _add(counts: Rejected, reason: str, n: int) -> None:
+    if n:
+        counts[reason] = counts.get(reason, 0) + n
+
+
+def _walk(
+    nodes: list[_Node], start: int, want: int, narrows: Sequence[Narrow], share: float
+) -> tuple[list[_Node], int, Rejected]:
+    """Walk ``nodes`` from ``start`` (wrapping) through the filters, stopping at the
+    ``want``-th feasible node. Returns (the feasible nodes in walk order, nodes visited, the
+    visited nodes rejected by reason).
+
+    The filters run over chunks sized by the share of nodes expected feasible (``share`` at
+    first, the last decision's; then what this walk found). A chunk holding more than needed
+    is cut after the last one needed and the counts of its tail taken back, so the visited
+    nodes and their counts are exactly those of a node-by-node walk, whatever the sizes.
     """
     n = len(nodes)
-    if n == 0:
-        return None, 0.0, 0, 0
-    has_room = capacity.has_room
-    supports = agents.supports
-    matches = selector.matches
-    not_excluded = exclusion.allows
-    allows = affinity.allows
-    score_of = affinity.SCORERS[policy]
-    check_affinity = affinity.filters(policy, team)
-    counts_members = bool(team) and policy in affinity.COUNTS_MEMBERS
-    members_on = team.get
-
-    best: _Node | None = None
-    best_score = -1.0
-    best_running = 0
-    best_name = ""
-    found = 0
-    i = start
-    for i in chain(range(start, n), range(start)):
-        node = nodes[i]
-        if not node.schedulable:
-            continue
-        running = node.running
-        cap = node.capacity
-        if not has_room(running, cap):
-            continue
-        if rest and not matches(rest, node.labels):
-            continue
-        if not supports(node.agents, agent_id):
-            continue
-        name = node.name
-        if excluded and not not_excluded(name, excluded):
-            continue
-        if check_affinity and not allows(policy, name, team):
-            continue
-        score = score_of(running, cap, members_on(name, 0) if counts_members else 0)
-        found += 1
-        if score > best_score or (
-            score == best_score
-            and (running < best_running or (running == best_running and name < best_name))
-        ):
-            best, best_score, best_running, best_name = node, score, running, name
-        if found >= want:
+    feasible: list[_Node] = []
+    rejected: Rejected = {}
+    visited = 0
+    pos = start
+    expect = min(1.0, max(share, _FIRST_SHARE))
+    while visited < n:
+        need = want - len(feasible)
+        if need <= 0:
             break
-    visited = i - start + 1 if i >= start else n - start + i + 1
-    return best, best_score, found, visited
+        if visited:
+            expect = len(feasible) / visited if feasible else expect / 4
+        size = min(n - visited, int(need / max(expect, _MIN_SHARE) * _MARGIN) + 1)
+        end = pos + size
+        chunk = nodes[pos:end] if end <= n else nodes[pos:] + nodes[: end - n]
+        kept = narrow_all(narrows, chunk, rejected)
+        if len(kept) > need:
+            # list.index compares by identity first, and _Node has no __eq__.
+            cut = chunk.index(kept[need - 1]) + 1
+            tail: Rejected = {}
+            narrow_all(narrows, chunk[cut:], tail)
+            for why, k in tail.items():
+                left = rejected[why] - k
+                if left:
+                    rejected[why] = left
+                else:
+                    del rejected[why]
+            kept = kept[:need]
+            size = cut
+        feasible += kept
+        visited += size
+        pos = (pos + size) % n
+    return feasible, visited, rejected
+
+
+def _name_order(nodes: list[_Node]) -> list[_Node]:
+    """The walk's nodes (names ascending from where it started, wrapping once) by name."""
+    if len(nodes) < 2:
+        return nodes
+    first = nodes[0].name
+    # Past the wrap every name sorts before the first one: a binary search finds it.
+    wrap = bisect_left(nodes, True, key=lambda n: n.name < first)
+    return nodes[wrap:] + nodes[:wrap] if wrap < len(nodes) else nodes
+
+
+def _best_first(totals: list[float], nodes: Sequence[_Node]) -> list[int]:
+    """Indices of the best RECORD_CANDIDATES nodes, best first: highest total, then fewest
+    running, then name. ``nodes`` are in name order and every sort is stable with a C-level
+    key, so ties keep name order; only the head of the order is tie-broken on running."""
+    n = len(totals)
+    if n == 1:
+        return [0]
+    order = sorted(range(n), key=totals.__getitem__, reverse=True)
+    keep = min(RECORD_CANDIDATES, n)
+    end = keep
+    cut = totals[order[keep - 1]]
+    while end < n and totals[order[end]] == cut:
+        end += 1  # the tie at the cut, whole
+    head = order[:end]
+    if len({totals[i] for i in head}) == len(head):
+        return head[:keep]  # no two equal totals: running cannot matter
+    running = [node.running for node in nodes]
+    head.sort(key=running.__getitem__)
+    head.sort(key=totals.__getitem__, reverse=True)
+    return head[:keep]
+
+
+def _check_constraints(request: ScheduleRequest) -> None:
+    """The request's node constraints are of the right kinds (RequestValidationError)."""
+    if not isinstance(request.node, str):
+        raise RequestValidationError("node", ERR_TEXT)
+    if not isinstance(request.model, str):
+        raise RequestValidationError("model", ERR_TEXT)
+    wanted = request.capabilities
+    if wanted and (isinstance(wanted, str) or not all(isinstance(c, str) for c in wanted)):
+        raise RequestValidationError("capabilities", ERR_STRINGS)
+    preferred = request.prefer_labels
+    if preferred and not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in preferred.items()
+    ):
+        raise RequestValidationError("prefer_labels", ERR_LABELS)
+    memory = request.min_free_memory_mb
+    if memory is not None and (not _is_int(memory) or memory < 0):
+        raise RequestValidationError("min_free_memory_mb", ERR_MEMORY)
+    cpu = request.max_cpu_percent
+    if cpu is not None and (not _is_number(cpu) or not 0 <= cpu <= 100):
+        raise RequestValidationError("max_cpu_percent", ERR_CPU)
+
+
+def _check_node_extras(info: NodeInfo) -> None:
+    name = info.name
+    for field, names in (("capabilities", info.capabilities), ("models", info.models)):
+        if isinstance(names, str) or not all(isinstance(x, str) for x in names):
+            raise ValueError(ERR_NODE_NAMES.format(name=name, field=field))
+    for field, figure in (
+        ("cpu_percent", info.cpu_percent),
+        ("free_memory_mb", info.free_memory_mb),
+        ("free_disk_mb", info.free_disk_mb),
+    ):
+        if figure is not None and (not _is_number(figure) or figure < 0):
+            raise ValueError(ERR_NODE_FIGURE.format(name=name, field=field))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value

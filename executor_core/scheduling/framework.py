@@ -1,32 +1,51 @@
 """The scheduler framework, after kube-scheduler's: filter and score plugins behind two tiny
-protocols, a registry of plugin factories, and helpers to run them and explain a failure.
+protocols, a registry of plugin factories, and profiles naming which plugins decide.
 
-A filter rules a node out with a short reason phrase ("at capacity") or lets it through with
-None. A score is normalised to 0-100, higher is better. The cluster's hot loop calls the same
-pure functions the plugins are built from; the plugins themselves run where a per-node
-object walk is affordable: explaining why nothing fits, and reference checks in tests.
+A filter rules a node out with a short reason phrase ("at capacity") or lets it through; a
+score is normalised to 0-100, higher is better. Plugins work on lists of nodes (see
+``plugins/base.py``), so a decision runs each of them once over the candidates instead of
+once per node.
+
+A ``Profile`` lists the filters, in the order a node's rejection is explained (each node is
+counted once, under the first filter that rules it out), and the score plugins with their
+weights. ``Framework`` is a profile built from a registry; for each request it gives the
+filters and scores that apply (``cycle``). Adding a plugin is one module in ``plugins/`` and
+its name in a profile (and in ``default_registry``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from executor_core.scheduling.plugins import (
     affinity,
     agents,
+    capabilities,
     capacity,
     exclusion,
+    models,
+    pinning,
+    preference,
     readiness,
+    resources,
     selector,
 )
+from executor_core.scheduling.plugins.base import Narrow, Rate, Rejected
 from executor_core.scheduling.types import NodeView, ScheduleRequest
 
 
 @runtime_checkable
 class FilterPlugin(Protocol):
     name: str
+    # True when a node it rules out may pass later for the same request (waiting may help).
+    transient: bool
+
+    def prefilter(self, request: ScheduleRequest) -> Narrow | None:
+        """The batch filter for this request, or None when the plugin does not constrain it."""
+        ...
 
     def filter(self, node: NodeView, request: ScheduleRequest) -> str | None:
         """A reason phrase when the node is ruled out for the request, else None."""
@@ -37,6 +56,10 @@ class FilterPlugin(Protocol):
 class ScorePlugin(Protocol):
     name: str
 
+    def prescore(self, request: ScheduleRequest) -> Rate | None:
+        """The batch scorer for this request, or None when the plugin has nothing to say."""
+        ...
+
     def score(self, node: NodeView, request: ScheduleRequest) -> float:
         """How well the node suits the request, 0 (worst) to 100 (best)."""
         ...
@@ -45,18 +68,71 @@ class ScorePlugin(Protocol):
 Plugin = FilterPlugin | ScorePlugin
 PluginFactory = Callable[[], Plugin]
 
-# The order matters only for explanations: each node is counted once, under the first filter
-# that rules it out. Selector and affinity come first because the cluster applies them through
-# indexes (label postings, the team's nodes) before it looks at a node at all.
+# Pinning, selector and affinity come first because the cluster applies them through indexes
+# (the node by name, label postings, the team's nodes) before it looks at a node at all.
 DEFAULT_FILTERS: tuple[str, ...] = (
+    pinning.NAME,
     selector.NAME,
     affinity.NAME,
     readiness.NAME,
     agents.NAME,
+    capabilities.NAME,
+    models.NAME,
     exclusion.NAME,
     capacity.NAME,
+    resources.NAME,
 )
-DEFAULT_SCORES: tuple[str, ...] = (affinity.NAME,)
+DEFAULT_WEIGHTS: Mapping[str, float] = {
+    affinity.NAME: 1.0,
+    preference.NAME: 1.0,
+    resources.NAME: 1.0,
+}
+DEFAULT_SCORES: tuple[str, ...] = tuple(DEFAULT_WEIGHTS)
+
+ERR_PROFILE_SHAPE = "scheduler profile must be an object with 'filters' (a list) and 'scores'"
+ERR_PROFILE_FILTERS = "scheduler profile 'filters' must be a list of plugin names"
+ERR_PROFILE_SCORES = "scheduler profile 'scores' must map plugin names to weights"
+ERR_PROFILE_WEIGHT = "scheduler profile: weight of {name!r} must be a number > 0"
+ERR_PROFILE_DUPLICATE = "scheduler profile lists filter {name!r} twice"
+ERR_PROFILE_NO_SCORES = "scheduler profile needs at least one score plugin"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Which plugins decide: filters in explanation order, score plugins → weight."""
+
+    filters: tuple[str, ...] = DEFAULT_FILTERS
+    scores: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+
+    @classmethod
+    def from_dict(cls, data: object) -> Profile:
+        """A profile from its JSON form, ``{"filters": [...], "scores": {"name": weight}}``.
+
+        Either key may be left out to keep the default. Raises ValueError saying what is wrong
+        (unknown names are caught when the profile is built into a Framework).
+        """
+        if not isinstance(data, Mapping) or set(data) - {"filters", "scores"}:
+            raise ValueError(ERR_PROFILE_SHAPE)
+        filters = data.get("filters", list(DEFAULT_FILTERS))
+        if not isinstance(filters, list) or not all(isinstance(f, str) for f in filters):
+            raise ValueError(ERR_PROFILE_FILTERS)
+        scores = data.get("scores", dict(DEFAULT_WEIGHTS))
+        if not isinstance(scores, Mapping) or not all(isinstance(s, str) for s in scores):
+            raise ValueError(ERR_PROFILE_SCORES)
+        return cls(filters=tuple(filters), scores=dict(scores))
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for name in self.filters:
+            if name in seen:
+                raise ValueError(ERR_PROFILE_DUPLICATE.format(name=name))
+            seen.add(name)
+        if not self.scores:
+            raise ValueError(ERR_PROFILE_NO_SCORES)
+        for name, weight in self.scores.items():
+            number = isinstance(weight, int | float) and not isinstance(weight, bool)
+            if not number or not weight > 0 or weight == float("inf"):
+                raise ValueError(ERR_PROFILE_WEIGHT.format(name=name))
 
 
 class Registry:
@@ -77,7 +153,8 @@ class Registry:
         try:
             factory = self._factories[name]
         except KeyError:
-            raise LookupError(f"no scheduler plugin named {name!r}") from None
+            known = ", ".join(self.names())
+            raise LookupError(f"no scheduler plugin named {name!r} (known: {known})") from None
         return factory()
 
     def filters(self, names: Iterable[str] = DEFAULT_FILTERS) -> list[FilterPlugin]:
@@ -102,14 +179,148 @@ class Registry:
 def default_registry() -> Registry:
     return Registry(
         {
+            pinning.NAME: pinning.NodeName,
             readiness.NAME: readiness.Readiness,
             selector.NAME: selector.Selector,
             agents.NAME: agents.Agents,
+            capabilities.NAME: capabilities.Capabilities,
+            models.NAME: models.Models,
             capacity.NAME: capacity.Capacity,
             exclusion.NAME: exclusion.Exclusion,
+            resources.NAME: resources.Resources,
             affinity.NAME: affinity.TeamAffinity,
+            preference.NAME: preference.PreferLabels,
         }
     )
+
+
+class Cycle:
+    """The plugins taking part in one decision.
+
+    ``key``: what the applicable indexed filters read of the request (the cluster keeps the
+    nodes they let through per key); ``walk``: the batch filters of the others, in profile
+    order; ``rates``: (name, weight share, batch scorer), the shares summing to 1 so the total
+    stays on the 0-100 scale. The indexed filters themselves are built only when asked for
+    (``indexed``, ``narrows``): a decision whose key is known does not need them.
+    """
+
+    __slots__ = ("_filters", "_indexed", "key", "rates", "request", "walk")
+
+    def __init__(
+        self,
+        request: ScheduleRequest,
+        filters: Sequence[FilterPlugin],
+        key: tuple[Hashable, ...],
+        indexed: Sequence[FilterPlugin],
+        walk: list[Narrow],
+        rates: tuple[tuple[str, float, Rate], ...],
+    ) -> None:
+        self.request = request
+        self._filters = filters
+        self._indexed = indexed
+        self.key = key
+        self.walk = walk
+        self.rates = rates
+
+    @property
+    def indexed(self) -> list[Narrow]:
+        """The applicable indexed filters, in profile order."""
+        return _prefilters(self._indexed, self.request)
+
+    @property
+    def narrows(self) -> list[Narrow]:
+        """Every applicable filter, in profile order (to count each node's first reason)."""
+        return _prefilters(self._filters, self.request)
+
+
+def _prefilters(plugins: Iterable[FilterPlugin], request: ScheduleRequest) -> list[Narrow]:
+    found = []
+    for plugin in plugins:
+        narrow = plugin.prefilter(request)
+        if narrow is not None:
+            found.append(narrow)
+    return found
+
+
+class Framework:
+    """A profile built from a registry: the plugins that decide, ready for each request."""
+
+    def __init__(self, profile: Profile | None = None, registry: Registry | None = None) -> None:
+        self.profile = profile if profile is not None else Profile()
+        registry = registry if registry is not None else default_registry()
+        self.filters: tuple[FilterPlugin, ...] = tuple(registry.filters(self.profile.filters))
+        self.static: tuple[FilterPlugin, ...] = tuple(f for f in self.filters if not f.transient)
+        self._indexed = tuple(f for f in self.filters if getattr(f, "indexed", False))
+        self._walked = tuple(f for f in self.filters if not getattr(f, "indexed", False))
+        scores = registry.scores(self.profile.scores)
+        self.scores: tuple[tuple[ScorePlugin, float], ...] = tuple(
+            (plugin, float(self.profile.scores[plugin.name])) for plugin in scores
+        )
+        self.names = frozenset(self.profile.filters)
+
+    def cycle(self, request: ScheduleRequest) -> Cycle:
+        key: list[Hashable] = []
+        indexed: list[FilterPlugin] = []
+        walk: list[Narrow] = []
+        for plugin in self._indexed:
+            part = plugin.index_key(request)  # type: ignore[attr-defined]
+            if part is not None:
+                key.append((plugin.name, part))
+                indexed.append(plugin)
+        for plugin in self._walked:
+            narrow = plugin.prefilter(request)
+            if narrow is not None:
+                walk.append(narrow)
+        return Cycle(request, self.filters, tuple(key), indexed, walk, self.rates(request))
+
+    def rates(self, request: ScheduleRequest) -> tuple[tuple[str, float, Rate], ...]:
+        applicable = []
+        for plugin, weight in self.scores:
+            rate = plugin.prescore(request)
+            if rate is not None:
+                applicable.append((plugin.name, weight, rate))
+        if not applicable:
+            return ()
+        total = sum(weight for _name, weight, _rate in applicable)
+        return tuple((name, weight / total, rate) for name, weight, rate in applicable)
+
+    def static_narrows(self, request: ScheduleRequest) -> list[Narrow]:
+        """The batch filters of the request's static constraints (what waiting cannot change)."""
+        return _prefilters(self.static, request)
+
+
+def narrow_all(narrows: Iterable[Narrow], nodes: list[Any], rejected: Rejected) -> list[Any]:
+    """The nodes every filter lets through; the others counted under their first reason."""
+    for narrow in narrows:
+        if not nodes:
+            break
+        nodes = narrow(nodes, rejected)
+    return nodes
+
+
+def rate_all(
+    rates: Sequence[tuple[str, float, Rate]], nodes: Sequence[Any]
+) -> tuple[list[float], list[list[float]]]:
+    """Each node's total (the weighted sum) and every scorer's own scores (unweighted)."""
+    if not rates:
+        return [0.0] * len(nodes), []
+    each = [rate(nodes) for _name, _share, rate in rates]
+    if len(rates) == 1:
+        return each[0], each  # the only share is exactly 1.0
+    shares = [share for _name, share, _rate in rates]
+    if len(rates) == 2:
+        a, b = shares
+        return [x * a + y * b for x, y in zip(*each, strict=True)], each
+    if len(rates) == 3:
+        a, b, c = shares
+        return [x * a + y * b + z * c for x, y, z in zip(*each, strict=True)], each
+    totals = [0.0] * len(nodes)
+    for share, scores in zip(shares, each, strict=True):
+        totals = [t + s * share for t, s in zip(totals, scores, strict=True)]
+    return totals, each
+
+
+# -- per node: explanations and reference checks ---------------------------------------------
 
 
 def run_filters(
@@ -123,27 +334,30 @@ def run_filters(
     return None
 
 
-def run_scores(scores: Sequence[ScorePlugin], node: NodeView, request: ScheduleRequest) -> float:
-    """The mean of the plugins' scores, so the total stays on the 0-100 scale."""
+def run_scores(
+    scores: Sequence[ScorePlugin],
+    node: NodeView,
+    request: ScheduleRequest,
+    weights: Mapping[str, float] | None = None,
+) -> float:
+    """The weighted mean of the plugins' scores (equal weights by default), on 0-100."""
     if not scores:
         return 0.0
-    total = sum(min(100.0, max(0.0, p.score(node, request))) for p in scores)
-    return total / len(scores)
+    weight = [1.0 if weights is None else weights[p.name] for p in scores]
+    total = sum(
+        w * min(100.0, max(0.0, p.score(node, request)))
+        for p, w in zip(scores, weight, strict=True)
+    )
+    return total / sum(weight)
 
 
 def count_reasons(
     filters: Sequence[FilterPlugin], nodes: Iterable[NodeView], request: ScheduleRequest
 ) -> tuple[Counter[str], int]:
     """Reason phrase → how many nodes it ruled out first, and how many nodes passed."""
-    counts: Counter[str] = Counter()
-    passed = 0
-    for node in nodes:
-        why = run_filters(filters, node, request)
-        if why is None:
-            passed += 1
-        else:
-            counts[why] += 1
-    return counts, passed
+    rejected: Rejected = {}
+    passed = narrow_all(_prefilters(filters, request), list(nodes), rejected)
+    return Counter(rejected), len(passed)
 
 
 def summarize(total: int, counts: Mapping[str, int], available: int = 0) -> str:

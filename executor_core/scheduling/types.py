@@ -159,12 +159,13 @@ class PlacementRecord:
 @dataclass(frozen=True)
 class Placement:
     """The scheduler's decision: the node, its normalised score (0-100), why, and the record
-    of the decision."""
+    of the decision (left out of comparisons: two placements on the same node for the same
+    reason are the same placement, however the candidates looked)."""
 
     node: str
     score: float
     reason: str
-    record: PlacementRecord | None = None
+    record: PlacementRecord | None = field(default=None, compare=False)
 
 
 class SchedulingError(ExecutorError):

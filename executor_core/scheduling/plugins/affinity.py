@@ -19,8 +19,10 @@ name) decides between them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
-from executor_core.scheduling.types import NodeView, ScheduleRequest
+from executor_core.scheduling.plugins.base import Filter, Narrow, Rate, Rejected, Score, reject
+from executor_core.scheduling.types import ScheduleRequest
 from executor_core.types import NodeAffinityPolicy
 
 NAME = "TeamAffinity"
@@ -45,20 +47,6 @@ def restricts_to_team(policy: NodeAffinityPolicy, team: Mapping[str, int]) -> bo
     return policy == _COLOCATE and bool(team)
 
 
-def filters(policy: NodeAffinityPolicy, team: Mapping[str, int]) -> bool:
-    """True when ``allows`` can rule a node out for this policy and team."""
-    return policy in REQUIRES_TEAM and bool(team)
-
-
-def allows(policy: NodeAffinityPolicy, node_name: str, team: Mapping[str, int]) -> bool:
-    """Whether the policy lets a member of the team (placed as ``team``) go to the node."""
-    if policy == _COLOCATE:
-        return not team or node_name in team
-    if policy == _SPREAD:
-        return node_name not in team
-    return True
-
-
 def reason(policy: NodeAffinityPolicy, team_id: str | None) -> str:
     template = REASON_COLOCATE if policy == _COLOCATE else REASON_SPREAD
     return template.format(team=team_id or "-")
@@ -69,6 +57,14 @@ def least_loaded(running: int, capacity: int, on_node: int) -> float:
     if capacity <= 0 or running >= capacity:
         return 0.0
     return 100.0 * (capacity - running) / capacity
+
+
+def _least_loaded(nodes: Any) -> list[float]:
+    # least_loaded over a list, inline: the same expression, so the same floats.
+    return [
+        100.0 * (n.capacity - n.running) / n.capacity if n.running < n.capacity else 0.0
+        for n in nodes
+    ]
 
 
 def colocate(running: int, capacity: int, on_node: int) -> float:
@@ -105,16 +101,50 @@ def score(policy: NodeAffinityPolicy, running: int, capacity: int, on_node: int)
     return SCORERS[policy](running, capacity, on_node)
 
 
-class TeamAffinity:
+class TeamAffinity(Filter, Score):
     name = NAME
+    transient = True  # members finish and leave their nodes
 
-    def filter(self, node: NodeView, request: ScheduleRequest) -> str | None:
+    def prefilter(self, request: ScheduleRequest) -> Narrow | None:
         policy = request.hints.affinity
-        if allows(policy, node.name, members(request.hints.team_nodes)):
+        if policy not in REQUIRES_TEAM:
             return None
-        return reason(policy, request.team_id)
+        team = members(request.hints.team_nodes)
+        if not team:
+            return None  # before the first member is placed, any node will do
+        why = reason(policy, request.team_id)
+        if policy == _COLOCATE:
 
-    def score(self, node: NodeView, request: ScheduleRequest) -> float:
+            def narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
+                kept = [n for n in nodes if n.name in team]
+                reject(rejected, why, nodes, kept)
+                return kept
+
+        else:
+
+            def narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
+                kept = [n for n in nodes if n.name not in team]
+                reject(rejected, why, nodes, kept)
+                return kept
+
+        return narrow
+
+    def prescore(self, request: ScheduleRequest) -> Rate:
         policy = request.hints.affinity
-        on_node = max(0, request.hints.team_nodes.get(node.name, 0))
-        return score(policy, node.running, node.capacity, on_node)
+        scorer = SCORERS[policy]
+        team = request.hints.team_nodes
+        if policy in COUNTS_MEMBERS and team:
+            on = members(team).get
+
+            def rate_members(nodes: Any) -> list[float]:
+                return [scorer(n.running, n.capacity, on(n.name, 0)) for n in nodes]
+
+            return rate_members
+
+        if scorer is least_loaded:
+            return _least_loaded
+
+        def rate(nodes: Any) -> list[float]:
+            return [scorer(n.running, n.capacity, 0) for n in nodes]
+
+        return rate

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-from executor_core.scheduling.types import NodeView, ScheduleRequest
+from collections.abc import Hashable
+from typing import Any
+
+from executor_core.scheduling.plugins.base import Filter, Narrow, Rejected, reject
+from executor_core.scheduling.types import ScheduleRequest
 
 NAME = "NodeAgents"
 REASON = "not supporting agent {agent}"
 
 
-def supports(agents: frozenset[str], agent_id: str) -> bool:
-    return not agents or agent_id in agents
-
-
-class Agents:
+class Agents(Filter):
     name = NAME
+    transient = False
+    indexed = True
 
-    def filter(self, node: NodeView, request: ScheduleRequest) -> str | None:
-        if supports(node.agents, request.agent_id):
-            return None
-        return REASON.format(agent=request.agent_id)
+    def index_key(self, request: ScheduleRequest) -> Hashable:
+        return request.agent_id
+
+    def prefilter(self, request: ScheduleRequest) -> Narrow:
+        agent = request.agent_id
+        why = REASON.format(agent=agent)
+
+        def narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
+            kept = [n for n in nodes if not n.agents or agent in n.agents]
+            reject(rejected, why, nodes, kept)
+            return kept
+
+        return narrow

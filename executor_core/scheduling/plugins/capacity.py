@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from executor_core.scheduling.types import NodeView, ScheduleRequest
+from typing import Any
+
+from executor_core.scheduling.plugins.base import Filter, Narrow, Rejected, reject
+from executor_core.scheduling.types import ScheduleRequest
 
 NAME = "NodeCapacity"
 REASON = "at capacity"
 
 
-def has_room(running: int, capacity: int) -> bool:
-    return running < capacity
+def _narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
+    kept = [n for n in nodes if n.running < n.capacity]
+    reject(rejected, REASON, nodes, kept)
+    return kept
 
 
-class Capacity:
+class Capacity(Filter):
     name = NAME
+    transient = True  # a run ends, or the capacity grows
 
-    def filter(self, node: NodeView, request: ScheduleRequest) -> str | None:
-        return None if has_room(node.running, node.capacity) else REASON
+    def prefilter(self, request: ScheduleRequest) -> Narrow:
+        return _narrow

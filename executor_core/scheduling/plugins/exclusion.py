@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Container
+from typing import Any
 
-from executor_core.scheduling.types import NodeView, ScheduleRequest
+from executor_core.scheduling.plugins.base import Filter, Narrow, Rejected, reject
+from executor_core.scheduling.types import ScheduleRequest
 
 NAME = "NodeExclusion"
 REASON = "excluded after an earlier attempt"
 
 
-def allows(node_name: str, excluded: Container[str]) -> bool:
-    return node_name not in excluded
-
-
-class Exclusion:
+class Exclusion(Filter):
     name = NAME
+    # Transient as waiting goes: the excluded node stays out, but others may free up.
+    transient = True
 
-    def filter(self, node: NodeView, request: ScheduleRequest) -> str | None:
-        return None if allows(node.name, request.hints.excluded_nodes) else REASON
+    def prefilter(self, request: ScheduleRequest) -> Narrow | None:
+        excluded = request.hints.excluded_nodes
+        if not excluded:
+            return None
+
+        def narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
+            kept = [n for n in nodes if n.name not in excluded]
+            reject(rejected, REASON, nodes, kept)
+            return kept
+
+        return narrow

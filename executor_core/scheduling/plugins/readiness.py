@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from executor_core.scheduling.types import NodeView, ScheduleRequest
+from collections.abc import Hashable
+from typing import Any
+
+from executor_core.scheduling.plugins.base import Filter, Narrow, Rejected, reject
+from executor_core.scheduling.types import ScheduleRequest
 
 NAME = "NodeReadiness"
 REASON_NOT_READY = "not ready"
@@ -19,8 +23,22 @@ def unschedulable_reason(ready: bool, cordoned: bool) -> str | None:
     return None
 
 
-class Readiness:
-    name = NAME
+def _narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
+    # unschedulable_reason in two passes, one per reason, so each drop is counted by length.
+    ready = [n for n in nodes if n.ready]
+    reject(rejected, REASON_NOT_READY, nodes, ready)
+    kept = [n for n in ready if not n.cordoned]
+    reject(rejected, REASON_CORDONED, ready, kept)
+    return kept
 
-    def filter(self, node: NodeView, request: ScheduleRequest) -> str | None:
-        return unschedulable_reason(node.ready, node.cordoned)
+
+class Readiness(Filter):
+    name = NAME
+    transient = True  # a node becomes ready, or is uncordoned
+    indexed = True
+
+    def prefilter(self, request: ScheduleRequest) -> Narrow:
+        return _narrow
+
+    def index_key(self, request: ScheduleRequest) -> Hashable:
+        return ()

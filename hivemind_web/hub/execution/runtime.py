@@ -32,6 +32,7 @@ from executor_core import (
     NullObserver,
 )
 from executor_core.executors import ERR_AT_CAPACITY
+from executor_core.scheduling import ClusterState
 from executor_core.types import ExecutionResult, ExecutorError, TaskStatus
 from hivemind_web.hub import intents
 from hivemind_web.hub.agents import hub_registry
@@ -151,7 +152,10 @@ class Runtime:
         # The live task→node map: kept in step by bind and release, resynced from the database.
         self.index = NodeTaskIndex()
         self.scheduler = HubScheduler(
-            writer=self.writer, index=self.index, retries=cfg["BIND_RETRIES"]
+            writer=self.writer,
+            index=self.index,
+            retries=cfg["BIND_RETRIES"],
+            cluster=ClusterState(profile=cfg.get("SCHEDULER_PROFILE")),
         )
         self.dispatcher = NodeDispatcher(
             writer=self.writer,

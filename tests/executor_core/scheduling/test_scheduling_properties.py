@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from fractions import Fraction
 
 from hypothesis import given, settings
@@ -21,6 +22,8 @@ from executor_core.types import NodeAffinityPolicy as P
 KEYS = ("gpu", "zone", "arch")
 VALUES = ("a", "b")
 AGENTS = ("coder", "writer")
+CAPABILITIES = ("browser", "gpu")
+MODELS = ("llama3", "mistral")
 FAST = settings(max_examples=150, deadline=None)
 
 labels_st = st.dictionaries(st.sampled_from(KEYS), st.sampled_from(VALUES), max_size=3)
@@ -33,6 +36,10 @@ node_st = st.tuples(
     st.integers(0, 5),  # not ready when 0
     st.integers(0, 5),  # cordoned when 0
     st.frozensets(st.sampled_from(AGENTS), max_size=2),
+    st.frozensets(st.sampled_from(CAPABILITIES), max_size=2),
+    st.frozensets(st.sampled_from(MODELS), max_size=2),
+    st.none() | st.sampled_from([0, 512, 2048, 8192]),  # free memory MB
+    st.none() | st.sampled_from([0.0, 30.0, 80.0, 100.0]),  # CPU %
 )
 
 
@@ -49,20 +56,47 @@ def nodes_st(
                 ready=ready != 0,
                 cordoned=cordoned == 0,
                 agents=agents,
+                capabilities=capabilities,
+                models=models,
+                free_memory_mb=memory,
+                cpu_percent=cpu,
             )
-            for i, (labels, cap, running, ready, cordoned, agents) in enumerate(rows)
+            for i, (
+                labels,
+                cap,
+                running,
+                ready,
+                cordoned,
+                agents,
+                capabilities,
+                models,
+                memory,
+                cpu,
+            ) in enumerate(rows)
         ]
 
     return st.lists(node_st, min_size=min_nodes, max_size=max_nodes).map(build)
 
 
 @st.composite
-def request_st(draw, names: list[str]) -> ScheduleRequest:
+def request_st(draw, names: list[str], newer: bool = True) -> ScheduleRequest:
+    """A request; with ``newer`` it may also pin a node, ask for capabilities, a model or
+    resources, and prefer labels."""
     policy = draw(st.sampled_from(list(P)))
     pool = [*names, "ghost"]
     team_nodes = draw(
         st.dictionaries(st.sampled_from(pool), st.integers(0, 2), max_size=max(4, len(pool) // 3))
     )
+    extra: dict = {}
+    if newer:
+        extra = {
+            "node": draw(st.just("") | st.sampled_from(pool)),
+            "prefer_labels": draw(labels_st),
+            "capabilities": draw(st.frozensets(st.sampled_from(CAPABILITIES), max_size=2)),
+            "model": draw(st.just("") | st.sampled_from(MODELS)),
+            "min_free_memory_mb": draw(st.none() | st.sampled_from([0, 1024, 4096])),
+            "max_cpu_percent": draw(st.none() | st.sampled_from([0.0, 50.0, 90.0])),
+        }
     return ScheduleRequest(
         session_id="s",
         agent_id=draw(st.sampled_from((*AGENTS, "other"))),
@@ -75,16 +109,35 @@ def request_st(draw, names: list[str]) -> ScheduleRequest:
                 draw(st.lists(st.sampled_from(pool), max_size=max(2, len(pool) // 2)))
             ),
         ),
+        **extra,
     )
 
 
 # -- the naive reference -----------------------------------------------------------------
 
 
+def static_failure(node: NodeInfo, r: ScheduleRequest) -> str | None:
+    """The first rule the node breaks that waiting cannot change, or None."""
+    if r.node and node.name != r.node:
+        return f"not the requested node {r.node}"
+    if any(node.labels.get(k) != v for k, v in r.node_selector.items()):
+        pairs = ",".join(f"{k}={r.node_selector[k]}" for k in sorted(r.node_selector))
+        return f"did not match selector {pairs}"
+    if node.agents and r.agent_id not in node.agents:
+        return f"not supporting agent {r.agent_id}"
+    if not r.capabilities <= node.capabilities:
+        return "missing capabilities " + ",".join(sorted(r.capabilities))
+    if r.model and r.model not in node.models:
+        return f"not serving model {r.model}"
+    return None
+
+
 def first_failure(node: NodeInfo, r: ScheduleRequest) -> str | None:
     """The first rule the node breaks, in the documented order, or None when it fits."""
     hints = r.hints
     members = {n for n, c in hints.team_nodes.items() if c > 0}
+    if r.node and node.name != r.node:
+        return f"not the requested node {r.node}"
     if any(node.labels.get(k) != v for k, v in r.node_selector.items()):
         pairs = ",".join(f"{k}={r.node_selector[k]}" for k in sorted(r.node_selector))
         return f"did not match selector {pairs}"
@@ -98,10 +151,19 @@ def first_failure(node: NodeInfo, r: ScheduleRequest) -> str | None:
         return "cordoned"
     if node.agents and r.agent_id not in node.agents:
         return f"not supporting agent {r.agent_id}"
+    if not r.capabilities <= node.capabilities:
+        return "missing capabilities " + ",".join(sorted(r.capabilities))
+    if r.model and r.model not in node.models:
+        return f"not serving model {r.model}"
     if node.name in hints.excluded_nodes:
         return "excluded after an earlier attempt"
     if node.running >= node.capacity:
         return "at capacity"
+    memory, cpu = r.min_free_memory_mb, r.max_cpu_percent
+    if memory is not None and (node.free_memory_mb is None or node.free_memory_mb < memory):
+        return f"less than {memory} MB memory free (or not reported)"
+    if cpu is not None and (node.cpu_percent is None or node.cpu_percent > cpu):
+        return f"CPU above {cpu:g}% (or not reported)"
     return None
 
 
@@ -119,6 +181,10 @@ def preference(node: NodeInfo, r: ScheduleRequest) -> tuple:
 
 
 def expected_reason(nodes: list[NodeInfo], r: ScheduleRequest) -> str:
+    if r.node:
+        pinned = [n for n in nodes if n.name == r.node]
+        why = first_failure(pinned[0], r) if pinned else "is not registered"
+        return f"0/{len(nodes)} nodes available: node {r.node} {why}"
     if not nodes:
         return "0/0 nodes available: no nodes registered"
     counts = Counter(first_failure(n, r) for n in nodes)
@@ -146,7 +212,14 @@ def test_no_placement_violates_a_filter_and_failures_explain_every_node(data, la
     chosen = next(n for n in nodes if n.name == placement.node)
     assert first_failure(chosen, request) is None
     assert 0.0 <= placement.score <= 100.0
-    if len(nodes) <= MIN_FEASIBLE_NODES_TO_FIND:
+    record = placement.record
+    assert record.chosen == chosen.name == record.candidates[0].node
+    assert record.feasible <= len(feasible) and record.evaluated <= len(nodes)
+    totals = [c.total for c in record.candidates]
+    assert totals == sorted(totals, reverse=True)
+    soft = request.prefer_labels or request.min_free_memory_mb is not None
+    soft = soft or request.max_cpu_percent is not None
+    if len(nodes) <= MIN_FEASIBLE_NODES_TO_FIND and not soft:
         # Small enough to look at every node: the choice is the exact best.
         assert chosen == min(feasible, key=lambda n: preference(n, request))
 
@@ -250,3 +323,104 @@ def test_the_label_index_agrees_with_a_scan_after_upserts_and_removals(first, ch
     )
     assert state.matching_nodes(selector) == expected
     assert len(state) == len(truth)
+
+
+# -- the newer constraints -------------------------------------------------------------------
+
+
+def outcome_of(state: ClusterState, request: ScheduleRequest) -> tuple[bool, str]:
+    try:
+        return True, state.evaluate(request).node
+    except SchedulingError as exc:
+        return False, exc.reason
+
+
+@FAST
+@given(st.data(), st.booleans())
+def test_a_pinned_request_never_lands_elsewhere(data, large):
+    nodes = data.draw(nodes_st(min_nodes=60, max_nodes=120) if large else nodes_st(max_nodes=30))
+    names = [n.name for n in nodes]
+    pinned = data.draw(st.sampled_from([*names, "ghost"]))
+    request = replace(data.draw(request_st(names)), node=pinned)
+    state = ClusterState(nodes)
+    fits = any(n.name == pinned and first_failure(n, request) is None for n in nodes)
+    try:
+        placement = state.place(request)
+    except SchedulingError as exc:
+        assert not fits
+        assert exc.reason.startswith(f"0/{len(nodes)} nodes available: node {pinned} ")
+        return
+    assert fits and placement.node == pinned
+
+
+@FAST
+@given(st.data())
+def test_prefer_labels_never_changes_feasibility(data):
+    nodes = data.draw(nodes_st(max_nodes=60))
+    request = data.draw(request_st([n.name for n in nodes]))
+    preferring = replace(request, prefer_labels=data.draw(labels_st.filter(bool)))
+    plain = replace(request, prefer_labels={})
+    placed, what = outcome_of(ClusterState(nodes), preferring)
+    placed_plain, what_plain = outcome_of(ClusterState(nodes), plain)
+    assert placed is placed_plain
+    if not placed:
+        assert what == what_plain  # the same nodes, ruled out for the same reasons
+    else:
+        chosen = next(n for n in nodes if n.name == what)
+        assert first_failure(chosen, preferring) is None
+
+
+@FAST
+@given(st.data())
+def test_waitable_is_false_exactly_when_no_node_passes_the_static_filters(data):
+    nodes = data.draw(nodes_st(max_nodes=40))
+    request = data.draw(request_st([n.name for n in nodes]))
+    try:
+        ClusterState(nodes).place(request)
+    except SchedulingError as exc:
+        assert exc.waitable is any(static_failure(n, request) is None for n in nodes)
+        assert exc.record is not None and exc.record.summary == exc.reason
+
+
+constrained_step_st = st.tuples(
+    st.integers(0, 3),  # release one placed session when 0
+    st.integers(0, 1000),  # which one
+    st.sampled_from(AGENTS),
+    st.frozensets(st.sampled_from(CAPABILITIES), max_size=1),
+    st.just("") | st.sampled_from(MODELS),
+    st.none() | st.sampled_from([0, 1024]),
+    labels_st.filter(lambda d: len(d) <= 1),  # preferred
+    st.just("") | st.sampled_from([f"n{i:02d}" for i in range(8)]),  # pinned
+)
+
+
+@FAST
+@given(
+    nodes=nodes_st(max_nodes=40, loaded=False),
+    steps=st.lists(constrained_step_st, min_size=1, max_size=60),
+)
+def test_placements_with_every_constraint_never_exceed_capacity(nodes, steps):
+    state = ClusterState(nodes)
+    by_name = {n.name: n for n in nodes}
+    placed: list[str] = []
+    for i, (release, which, agent, wanted, model, memory, preferred, pinned) in enumerate(steps):
+        if placed and release == 0:
+            assert state.release(placed.pop(which % len(placed)))
+            continue
+        request = ScheduleRequest(
+            session_id=f"s{i}",
+            agent_id=agent,
+            capabilities=wanted,
+            model=model,
+            min_free_memory_mb=memory,
+            prefer_labels=preferred,
+            node=pinned,
+        )
+        try:
+            placement = state.place(request)
+        except SchedulingError:
+            continue
+        placed.append(request.session_id)
+        assert static_failure(by_name[placement.node], request) is None
+        assert all(n.running <= by_name[n.name].capacity for n in state.nodes())
+    assert sum(n.running for n in state.nodes()) == len(placed)

@@ -1,0 +1,74 @@
+"""What every plugin is built on: a rule is written once, as a batch function over nodes.
+
+A filter plugin's ``prefilter(request)`` returns a ``Narrow``, the nodes that pass of a list
+(order kept), counting the others under their reason phrase; or None when the plugin does not
+constrain this request at all (no selector, no capabilities asked...), so it costs nothing.
+A score plugin's ``prescore(request)`` returns a ``Rate``, one 0-100 score per node; or None
+when it has nothing to say about this request (it then takes no part in the total).
+
+Working on lists lets the rule be one list comprehension, the fastest loop Python has; the
+per-node ``filter`` and ``score`` (explanations, tests) run the same function on one node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, ClassVar
+
+from executor_core.scheduling.types import NodeView, ScheduleRequest
+
+# Reason phrase → nodes ruled out for it.
+Rejected = dict[str, int]
+Narrow = Callable[[list[Any], Rejected], list[Any]]
+Rate = Callable[[Sequence[Any]], list[float]]
+
+
+def reject(rejected: Rejected, reason: str, before: Sequence[Any], kept: Sequence[Any]) -> None:
+    """Count the nodes of ``before`` that did not make it into ``kept`` under ``reason``."""
+    dropped = len(before) - len(kept)
+    if dropped:
+        rejected[reason] = rejected.get(reason, 0) + dropped
+
+
+class Filter:
+    """Base of filter plugins. ``transient`` says whether a node it rules out may pass later
+    without the request changing (a slot frees, a node becomes ready): then waiting helps."""
+
+    name: ClassVar[str]
+    transient: ClassVar[bool]
+    # An indexed filter's verdict depends only on the facts a node changes through upsert
+    # (labels, agents, capabilities, models, ready, cordoned) and on ``index_key(request)``:
+    # the cluster keeps the nodes it lets through per key and walks only those.
+    indexed: ClassVar[bool] = False
+
+    def prefilter(self, request: ScheduleRequest) -> Narrow | None:
+        raise NotImplementedError
+
+    def index_key(self, request: ScheduleRequest) -> Hashable | None:
+        """What of the request an indexed filter's verdict depends on; None exactly when
+        ``prefilter`` gives None (the plugin does not constrain the request)."""
+        raise NotImplementedError
+
+    def filter(self, node: NodeView, request: ScheduleRequest) -> str | None:
+        """The reason phrase when the node is ruled out for the request, else None."""
+        narrow = self.prefilter(request)
+        if narrow is None:
+            return None
+        rejected: Rejected = {}
+        if narrow([node], rejected):
+            return None
+        return next(iter(rejected))
+
+
+class Score:
+    """Base of score plugins."""
+
+    name: ClassVar[str]
+
+    def prescore(self, request: ScheduleRequest) -> Rate | None:
+        raise NotImplementedError
+
+    def score(self, node: NodeView, request: ScheduleRequest) -> float:
+        """How well the node suits the request, 0 (worst) to 100 (best); 0 when not asked."""
+        rate = self.prescore(request)
+        return rate([node])[0] if rate is not None else 0.0

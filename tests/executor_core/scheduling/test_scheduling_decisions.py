@@ -1,0 +1,332 @@
+"""ClusterState with the newer constraints: pinning, preferences, capabilities, models,
+resources; the placement record of every decision; whether a failure is worth waiting on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from executor_core.scheduling import (
+    ClusterState,
+    NodeInfo,
+    ScheduleHints,
+    ScheduleRequest,
+    SchedulingError,
+)
+from executor_core.types import NodeAffinityPolicy as P
+from executor_core.types import RequestValidationError
+
+
+def req(session: str = "s", **fields: Any) -> ScheduleRequest:
+    return ScheduleRequest(session, "coder", **fields)
+
+
+def failure(state: ClusterState, request: ScheduleRequest) -> SchedulingError:
+    with pytest.raises(SchedulingError) as caught:
+        state.place(request)
+    return caught.value
+
+
+def fleet() -> ClusterState:
+    return ClusterState(
+        [
+            NodeInfo("a", capacity=4, labels={"zone": "eu"}),
+            NodeInfo("b", capacity=4, running=4, labels={"zone": "us"}),
+            NodeInfo("c", capacity=4, running=1, cordoned=True),
+        ]
+    )
+
+
+# -- pinning --------------------------------------------------------------------------------
+
+
+def test_a_pinned_request_goes_to_its_node_even_when_another_is_better():
+    state = ClusterState([NodeInfo("a", capacity=4), NodeInfo("b", capacity=4, running=3)])
+    assert state.place(req(node="b")).node == "b"
+    assert state.node("b").running == 4
+
+
+@pytest.mark.parametrize(
+    ("pinned", "extra", "summary", "waitable"),
+    [
+        ("b", {}, "0/3 nodes available: node b at capacity", True),
+        ("c", {}, "0/3 nodes available: node c cordoned", True),
+        ("zz", {}, "0/3 nodes available: node zz is not registered", False),
+        (
+            "a",
+            {"node_selector": {"zone": "us"}},
+            "0/3 nodes available: node a did not match selector zone=us",
+            False,
+        ),
+        ("a", {"model": "llama3"}, "0/3 nodes available: node a not serving model llama3", False),
+    ],
+)
+def test_a_pinned_failure_names_that_nodes_reason(pinned, extra, summary, waitable):
+    error = failure(fleet(), req(node=pinned, **extra))
+    assert error.reason == summary
+    assert error.waitable is waitable
+    assert error.record.summary == summary
+    assert error.record.chosen is None
+
+
+def test_the_record_of_a_pinned_failure_counts_the_other_nodes_as_not_requested():
+    record = failure(fleet(), req(node="b")).record
+    assert record.evaluated == 1 and record.feasible == 0
+    assert dict(record.rejected) == {"at capacity": 1, "not the requested node b": 2}
+
+
+# -- preferred labels -----------------------------------------------------------------------
+
+
+def test_prefer_labels_wins_a_tie():
+    state = ClusterState(
+        [NodeInfo("a", labels={"zone": "us"}), NodeInfo("b", labels={"zone": "eu"})]
+    )
+    assert state.evaluate(req()).node == "a"  # by name
+    assert state.evaluate(req(prefer_labels={"zone": "eu"})).node == "b"
+
+
+def test_prefer_labels_never_overrides_a_filter():
+    state = ClusterState(
+        [NodeInfo("a", labels={"zone": "us"}), NodeInfo("b", labels={"zone": "eu"}, running=1)]
+    )
+    assert state.place(req(prefer_labels={"zone": "eu"})).node == "a"
+
+
+def test_prefer_labels_shows_in_the_candidates_scores():
+    state = ClusterState([NodeInfo("a", capacity=2), NodeInfo("b", capacity=2, labels={"z": "1"})])
+    placement = state.evaluate(req(prefer_labels={"z": "1"}))
+    best = placement.record.candidates[0]
+    assert (best.node, dict(best.scores)) == ("b", {"TeamAffinity": 50.0, "PreferLabels": 50.0})
+    assert best.total == placement.score == 100.0
+
+
+# -- capabilities, model, resources -----------------------------------------------------------
+
+
+def constrained() -> ClusterState:
+    return ClusterState(
+        [
+            NodeInfo("plain", free_memory_mb=8192, cpu_percent=5.0),
+            NodeInfo(
+                "gpu",
+                capabilities=frozenset({"gpu_inference", "browser"}),
+                models=frozenset({"llama3"}),
+                free_memory_mb=512,
+                cpu_percent=95.0,
+            ),
+            NodeInfo(
+                "big",
+                capabilities=frozenset({"gpu_inference"}),
+                models=frozenset({"llama3"}),
+                free_memory_mb=16384,
+                cpu_percent=30.0,
+            ),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "chosen", "summary"),
+    [
+        ({"capabilities": frozenset({"gpu_inference"})}, "big", None),
+        (
+            {"capabilities": frozenset({"browser", "gpu_inference"}), "min_free_memory_mb": 1024},
+            None,
+            "0/3 nodes available: 2 missing capabilities browser,gpu_inference, "
+            "1 less than 1024 MB memory free (or not reported)",
+        ),
+        ({"model": "llama3", "max_cpu_percent": 50.0}, "big", None),
+        (
+            {"model": "mistral"},
+            None,
+            "0/3 nodes available: 3 not serving model mistral",
+        ),
+        (
+            {"max_cpu_percent": 20.0, "model": "llama3"},
+            None,
+            "0/3 nodes available: 2 CPU above 20% (or not reported), 1 not serving model llama3",
+        ),
+        ({"min_free_memory_mb": 4096}, "big", None),
+    ],
+)
+def test_capabilities_models_and_resources_exclude_with_the_reason(fields, chosen, summary):
+    state = constrained()
+    if chosen is not None:
+        assert state.place(req(**fields)).node == chosen
+    else:
+        assert failure(state, req(**fields)).reason == summary
+
+
+def test_more_headroom_wins_between_nodes_equally_loaded():
+    state = ClusterState(
+        [
+            NodeInfo("a", free_memory_mb=2048, cpu_percent=50.0),
+            NodeInfo("b", free_memory_mb=8192, cpu_percent=50.0),
+        ]
+    )
+    assert state.evaluate(req(min_free_memory_mb=1024)).node == "b"
+
+
+def test_a_heartbeat_with_new_resources_changes_the_next_decision():
+    state = ClusterState([NodeInfo("a", free_memory_mb=256), NodeInfo("b", free_memory_mb=256)])
+    assert failure(state, req(min_free_memory_mb=1024)).waitable is True
+    state.upsert_node(NodeInfo("b", free_memory_mb=4096))
+    assert state.place(req(min_free_memory_mb=1024)).node == "b"
+
+
+def test_a_node_gaining_a_capability_is_seen_at_once():
+    state = ClusterState([NodeInfo("a")])
+    assert failure(state, req(capabilities=frozenset({"gpu"}))).waitable is False
+    state.upsert_node(NodeInfo("a", capabilities=frozenset({"gpu"})))
+    assert state.place(req(capabilities=frozenset({"gpu"}))).node == "a"
+    state.release("s")
+    state.upsert_node(NodeInfo("a"))
+    assert failure(state, req(capabilities=frozenset({"gpu"}))).waitable is False
+
+
+def test_a_node_joining_or_uncordoning_is_seen_at_once():
+    state = ClusterState([NodeInfo("a", cordoned=True)])
+    assert failure(state, req()).waitable is True
+    state.upsert_node(NodeInfo("a"))
+    assert state.evaluate(req()).node == "a"
+    state.upsert_node(NodeInfo("a", ready=False))
+    state.upsert_node(NodeInfo("b"))
+    assert state.evaluate(req()).node == "b"
+    state.remove_node("b")
+    assert failure(state, req()).reason == "0/1 nodes available: 1 not ready"
+
+
+# -- the placement record ---------------------------------------------------------------------
+
+
+def test_a_placement_records_what_the_decision_saw():
+    state = ClusterState(
+        [
+            NodeInfo("a", capacity=4, running=1),
+            NodeInfo("b", capacity=4, running=4),
+            NodeInfo("c", capacity=4, running=2),
+            NodeInfo("d", capacity=4, ready=False),
+        ]
+    )
+    placement = state.place(req())
+    record = placement.record
+    assert (record.evaluated, record.feasible, record.chosen) == (3, 2, "a")
+    # The not-ready node never enters the walk (the indexed filters keep it out).
+    assert dict(record.rejected) == {"at capacity": 1}
+    assert [(c.node, c.total) for c in record.candidates] == [("a", 75.0), ("c", 50.0)]
+    assert record.summary == placement.reason
+    assert record.to_dict()["candidates"][0] == {
+        "node": "a",
+        "total": 75.0,
+        "scores": {"TeamAffinity": 75.0},
+    }
+
+
+def test_a_record_keeps_the_best_five_best_first_with_ties_by_running_then_name():
+    nodes = [NodeInfo(f"n{i}", capacity=2 * (1 + i % 2), running=i % 2) for i in range(8)]
+    record = ClusterState(nodes).evaluate(req()).record
+    # Even nodes: idle, capacity 2 (score 100); odd: 1 of 4 running (score 75).
+    assert [c.node for c in record.candidates] == ["n0", "n2", "n4", "n6", "n1"]
+    assert record.feasible == 8 and len(record.candidates) == 5
+
+
+def test_each_plugin_share_sums_to_the_total():
+    state = ClusterState(
+        [NodeInfo("a", capacity=4, running=1, labels={"z": "1"}, free_memory_mb=2048)]
+    )
+    best = state.evaluate(req(prefer_labels={"z": "1"}, min_free_memory_mb=1024)).record
+    scores = best.candidates[0].scores
+    assert set(scores) == {"TeamAffinity", "PreferLabels", "NodeResources"}
+    assert sum(scores.values()) == pytest.approx(best.candidates[0].total)
+    assert scores == pytest.approx(
+        {"TeamAffinity": 25.0, "PreferLabels": 100 / 3, "NodeResources": 50 / 3}
+    )
+
+
+def test_a_failure_records_every_node_by_reason():
+    error = failure(fleet(), req(node_selector={"zone": "us"}, hints=ScheduleHints()))
+    assert error.record.to_dict() == {
+        "evaluated": 1,
+        "feasible": 0,
+        "rejected": {"at capacity": 1, "did not match selector zone=us": 2},
+        "candidates": [],
+        "chosen": None,
+        "summary": "0/3 nodes available: 2 did not match selector zone=us, 1 at capacity",
+    }
+
+
+# -- whether waiting helps ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("nodes", "fields", "waitable"),
+    [
+        ([NodeInfo("a", running=1)], {}, True),
+        ([NodeInfo("a", ready=False)], {}, True),
+        ([NodeInfo("a")], {"hints": ScheduleHints(excluded_nodes=frozenset({"a"}))}, True),
+        (
+            [NodeInfo("a"), NodeInfo("b")],
+            {
+                "team_id": "t",
+                "hints": ScheduleHints(affinity=P.REQUIRE_SPREAD, team_nodes={"a": 1, "b": 1}),
+            },
+            True,
+        ),
+        ([NodeInfo("a", free_memory_mb=1)], {"min_free_memory_mb": 10}, True),
+        ([NodeInfo("a", cpu_percent=99.0)], {"max_cpu_percent": 10.0}, True),
+        ([NodeInfo("a")], {"capabilities": frozenset({"gpu"})}, False),
+        ([NodeInfo("a")], {"model": "llama3"}, False),
+        ([NodeInfo("a")], {"node": "b"}, False),
+        ([NodeInfo("a", labels={"k": "v"})], {"node_selector": {"k": "w"}}, False),
+        # One node could some day take it: worth waiting.
+        (
+            [NodeInfo("a"), NodeInfo("b", models=frozenset({"m"}), running=1)],
+            {"model": "m"},
+            True,
+        ),
+    ],
+)
+def test_waitable_says_whether_some_node_could_ever_take_the_request(nodes, fields, waitable):
+    assert failure(ClusterState(nodes), req(**fields)).waitable is waitable
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"node": 3}, "node"),
+        ({"model": ["llama3"]}, "model"),
+        ({"capabilities": "gpu"}, "capabilities"),
+        ({"capabilities": frozenset({1})}, "capabilities"),
+        ({"prefer_labels": {"zone": 1}}, "prefer_labels"),
+        ({"min_free_memory_mb": -1}, "min_free_memory_mb"),
+        ({"min_free_memory_mb": 1.5}, "min_free_memory_mb"),
+        ({"min_free_memory_mb": True}, "min_free_memory_mb"),
+        ({"max_cpu_percent": 101}, "max_cpu_percent"),
+        ({"max_cpu_percent": -0.5}, "max_cpu_percent"),
+        ({"max_cpu_percent": float("nan")}, "max_cpu_percent"),
+    ],
+)
+def test_a_malformed_constraint_is_a_validation_error_naming_the_field(fields, field):
+    with pytest.raises(RequestValidationError) as caught:
+        ClusterState([NodeInfo("a")]).place(req(**fields))
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        NodeInfo("a", capabilities="gpu"),  # type: ignore[arg-type]
+        NodeInfo("a", models=frozenset({1})),  # type: ignore[arg-type]
+        NodeInfo("a", cpu_percent=-1.0),
+        NodeInfo("a", free_memory_mb="lots"),  # type: ignore[arg-type]
+        NodeInfo("a", free_disk_mb=float("nan")),  # type: ignore[arg-type]
+    ],
+)
+def test_upsert_refuses_malformed_node_facts(bad):
+    with pytest.raises(ValueError, match="node a: "):
+        ClusterState().upsert_node(bad)
