@@ -212,31 +212,35 @@ def _model(task_model: str, asked: str, config: LlmConfig) -> str:
 
 
 class LogStream:
-    """Streamed text → log lines: each complete line at once, a partial one after
-    LOG_INTERVAL (so a long line shows while it is written)."""
+    """Streamed text → log lines: each complete line at once, a partial one once it waited
+    LOG_INTERVAL (so a long line shows while it is written). Use it on the event loop."""
 
     def __init__(self, ctx: AgentContext, interval: float = LOG_INTERVAL) -> None:
         self._ctx = ctx
         self._interval = interval
         self._pending = ""
-        self._since = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
 
     def add(self, text: str) -> None:
-        if not self._pending:
-            self._since = time.monotonic()
-        self._pending += text
-        *lines, self._pending = self._pending.split("\n")
+        *lines, rest = (self._pending + text).split("\n")
         if lines:
             self._ctx.log(*lines)
-            self._since = time.monotonic()
-        if self._pending and time.monotonic() - self._since >= self._interval:
-            self.flush()
+        self._pending = rest
+        if not rest:
+            self._cancel_timer()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._interval, self.flush)
 
     def flush(self) -> None:
+        self._cancel_timer()
         if self._pending:
             self._ctx.log(self._pending)
             self._pending = ""
-        self._since = time.monotonic()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class Retryable(Exception):

@@ -221,3 +221,17 @@ def test_a_bad_configuration_says_what_is_wrong(env: dict[str, str], message: st
     with pytest.raises(ValueError) as failure:
         llm_config_from_env(env)
     assert message in str(failure.value)
+
+
+async def test_the_log_gets_whole_lines_at_once_and_a_partial_one_after_a_moment() -> None:
+    from executor_core.agents.llm import LogStream
+
+    recorder = Recorder()
+    stream = LogStream(recorder.context(), interval=0.05)
+    stream.add("one\ntw")
+    assert recorder.lines == ["one"]
+    await asyncio.sleep(0.15)  # nothing more came: what waits goes out by itself
+    assert recorder.lines == ["one", "tw"]
+    stream.add("o\nthree")
+    stream.flush()
+    assert recorder.lines == ["one", "tw", "o", "three"]

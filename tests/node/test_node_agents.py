@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -141,14 +142,25 @@ async def test_the_isolation_flag_runs_every_agent_in_a_process_and_drain_kills_
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HIVEMIND_")}
     return subprocess.run(
         node_command("--hub", "http://127.0.0.1:9", "--name", "n1", "--token", "t", *args),
         cwd=REPO,
+        env={**clean, **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_a_bad_llm_configuration_stops_the_node_with_a_message():
+    result = run_cli(env={"HIVEMIND_LLM_BASE_URL": "http://127.0.0.1:1/v1"})
+    assert result.returncode == 2
+    assert "HIVEMIND_LLM_MODELS must name at least one model" in result.stderr
+    result = run_cli(env={"HIVEMIND_LLM_API_KEY": "sk-secret-value", "HIVEMIND_LLM_MODELS": "m"})
+    assert result.returncode == 2 and "HIVEMIND_LLM_BASE_URL is not" in result.stderr
+    assert "sk-secret-value" not in result.stderr
 
 
 def test_a_bad_command_agent_spec_stops_the_node_with_a_message():
