@@ -235,3 +235,14 @@ async def test_the_log_gets_whole_lines_at_once_and_a_partial_one_after_a_moment
     stream.add("o\nthree")
     stream.flush()
     assert recorder.lines == ["one", "tw", "o", "three"]
+
+
+async def test_it_runs_in_a_child_process_too(server: OpenAIServer) -> None:
+    from executor_core.agents.isolation import PROCESS, invoke
+
+    server.reply_stream(["from", " a child\n"])
+    recorder = Recorder()
+    ctx = recorder.context()
+    output = await invoke(agent(server), "hi", ctx, isolation=PROCESS)
+    assert output == "from a child\n" and recorder.lines == ["from a child"]
+    assert ctx.usage["completion_tokens"] == 2
