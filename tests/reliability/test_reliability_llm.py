@@ -77,7 +77,7 @@ def test_an_llm_task_on_a_node_streams_records_usage_retries_and_cancels(
         lambda: (t := get_task(hub, token, sid))["log"] and t, timeout=20, what="a streamed line"
     )
     assert seen["status"] == "running", "text showed in the log before the task finished"
-    assert seen["log"][0] == "The answer is:"
+    assert seen["log"][0] == "The answer"  # a partial line goes out after ~100 ms
     done = wait_task(hub, token, sid, "succeeded")
     assert done["output"] == "The answer is:\nforty-two.\nDone."
     assert "".join(done["log"]) == "The answer is:forty-two.Done."
