@@ -52,6 +52,7 @@ __all__ = [
     "Executor",
     "GolemExecutor",
     "LocalExecutor",
+    "WaitQueue",
     "build_schedule_request",
 ]
 
@@ -66,6 +67,18 @@ class Dispatcher(Protocol):
     """Hands a placed request to its node. Raises DispatchError when the node did not accept."""
 
     async def dispatch(self, placement: Placement, request: ExecuteRequest) -> ExecutionResult: ...
+
+
+class WaitQueue(Protocol):
+    """Where a request no node can take now may wait for one (DESIGN §11).
+
+    ``park`` returns the (non-terminal) result of a request left waiting, or None when it
+    must fall back now: waiting cannot help, the request may not wait, or its time is up.
+    """
+
+    async def park(
+        self, request: ExecuteRequest, error: SchedulingError
+    ) -> ExecutionResult | None: ...
 
 
 # The team orchestrator's say on an execution-phase failure; may be sync or async.
@@ -286,6 +299,12 @@ def build_schedule_request(
             excluded_nodes=request.excluded_nodes,
         ),
         attempt=request.attempt,
+        node=request.node,
+        prefer_labels=dict(request.prefer_labels),
+        capabilities=request.capabilities,
+        min_free_memory_mb=request.min_free_memory_mb,
+        max_cpu_percent=request.max_cpu_percent,
+        model=request.model,
     )
 
 
@@ -293,8 +312,10 @@ class GolemExecutor:
     """Places requests on Golem nodes (N SubAgents : 1 node) and hands them over.
 
     Without a dispatcher the result is ``scheduled`` on the chosen node and the caller delivers
-    it. Results that arrive later (the node reports asynchronously) go through
-    ``report_result`` so the index and the failure hook stay in step.
+    it. With a wait queue, a request no node can take now may wait there instead of falling
+    back; whoever places it later continues with ``hand_over``. Results that arrive later
+    (the node reports asynchronously) go through ``report_result`` so the index and the
+    failure hook stay in step.
     """
 
     name = "golem"
@@ -308,8 +329,10 @@ class GolemExecutor:
         index: NodeTaskIndex | None = None,
         dispatcher: Dispatcher | None = None,
         on_execution_failure: ExecutionFailureHook | None = None,
+        wait_queue: WaitQueue | None = None,
     ) -> None:
         self.scheduler = scheduler
+        self.wait_queue = wait_queue
         self.local_fallback = local_fallback
         self.index = index if index is not None else NodeTaskIndex()
         self.dispatcher = dispatcher
@@ -321,7 +344,15 @@ class GolemExecutor:
         try:
             placement = await self.scheduler.schedule(schedule_request)
         except SchedulingError as exc:
+            if self.wait_queue is not None:
+                parked = await self.wait_queue.park(request, exc)
+                if parked is not None:
+                    return parked
             return await self._fall_back(request, FALLBACK_SCHEDULING.format(reason=exc.reason))
+        return await self.hand_over(request, placement)
+
+    async def hand_over(self, request: ExecuteRequest, placement: Placement) -> ExecutionResult:
+        """The request is placed (and bound): hand it to its node."""
         self._observer.on_schedule(request, placement)
         self.index.add(placement.node, request.session_id, request.team_id)
         if self.dispatcher is None:

@@ -71,6 +71,27 @@ def label_count_error(labels: Mapping[str, object], *, what: str = "labels") -> 
     return None
 
 
+MAX_NAMES = 64
+
+
+def names_error(values: object, *, what: str = "names", limit: int = MAX_NAMES) -> str | None:
+    """Why ``values`` is not a list of at most ``limit`` names (capabilities, models), each
+    written like a non-empty label value, or None when it is."""
+    if isinstance(values, str | bytes) or not isinstance(values, list | tuple | set | frozenset):
+        return f"{what} must be a list of names"
+    if len(values) > limit:
+        return f"{what} must hold at most {limit} names (got {len(values)})"
+    for value in values:
+        if not isinstance(value, str) or not value:
+            return f"{what}: every name must be a non-empty string"
+        if len(value) > MAX_NAME or not _NAME.match(value):
+            return (
+                f"{what}: {value!r} must be 1-{MAX_NAME} characters, alphanumeric at both "
+                "ends, with only '-', '_' or '.' inside"
+            )
+    return None
+
+
 def validate_labels(labels: object, *, what: str = "labels") -> dict[str, str]:
     """Check a mapping of labels and return it as a plain dict; raise LabelError otherwise."""
     if not isinstance(labels, Mapping):

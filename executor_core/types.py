@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from executor_core.labels import label_count_error, label_key_error, label_value_error
+from executor_core.labels import (
+    label_count_error,
+    label_key_error,
+    label_value_error,
+    names_error,
+    node_name_error,
+)
+
+MAX_MODEL_CHARS = 128
+MAX_PRIORITY = 1_000_000
+MAX_WAIT = 86_400.0  # a day
+MAX_TIMEOUT = 7 * 86_400.0  # a week
+MAX_FREE_MEMORY_MB = 1 << 40  # a megabyte count no machine reaches
+
+
+def model_name_error(value: object) -> str | None:
+    """Why ``value`` is not a model name (``gpt-4o-mini``, ``org/model:tag``), or None."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if len(value) > MAX_MODEL_CHARS:
+        return f"must be at most {MAX_MODEL_CHARS} characters (got {len(value)})"
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return "must not contain spaces or control characters"
+    return None
 
 
 class ExecutionStrategy(enum.StrEnum):
@@ -125,6 +149,20 @@ class ExecuteRequest:
     excluded_nodes: frozenset[str] = frozenset()
     # Set when a scheduling-phase failure sends the run to the local executor: why.
     fallback_reason: str = ""
+    # Placement constraints (DESIGN §11): this node only; labels that raise a node's score
+    # (soft); capabilities the node must advertise; limits on its latest heartbeat; a model
+    # the node must serve (the agent gets it too).
+    node: str = ""
+    prefer_labels: Mapping[str, str] = field(default_factory=dict)
+    capabilities: frozenset[str] = frozenset()
+    min_free_memory_mb: int | None = None
+    max_cpu_percent: float | None = None
+    model: str = ""
+    # Higher first when tasks wait for a node; how long it may wait (None: the caller's
+    # default, 0: fall back at once); how long the run may last (None: no limit).
+    priority: int = 0
+    max_wait: float | None = None
+    timeout: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.attempt, bool) or not isinstance(self.attempt, int) or self.attempt < 1:
@@ -169,6 +207,67 @@ class ExecuteRequest:
             if problem:
                 raise RequestValidationError("node_selector", problem)
         object.__setattr__(self, "node_selector", dict(self.node_selector))
+        self._check_placement()
+
+    def _check_placement(self) -> None:
+        if self.node is None:
+            object.__setattr__(self, "node", "")
+        if self.node != "" and (problem := node_name_error(self.node)):
+            raise RequestValidationError("node", f"node name {problem}")
+        if not isinstance(self.prefer_labels, Mapping):
+            raise RequestValidationError("prefer_labels", "must be a mapping of label to value")
+        if problem := label_count_error(self.prefer_labels, what="prefer_labels"):
+            raise RequestValidationError("prefer_labels", problem)
+        for key, value in self.prefer_labels.items():
+            problem = label_key_error(key) or label_value_error(key, value)
+            if problem:
+                raise RequestValidationError("prefer_labels", problem)
+        object.__setattr__(self, "prefer_labels", dict(self.prefer_labels))
+        if problem := names_error(self.capabilities, what="capabilities"):
+            raise RequestValidationError("capabilities", problem)
+        object.__setattr__(self, "capabilities", frozenset(self.capabilities))
+        memory, cpu = self.min_free_memory_mb, self.max_cpu_percent
+        if memory is not None and (
+            isinstance(memory, bool)
+            or not isinstance(memory, int)
+            or not 0 <= memory <= MAX_FREE_MEMORY_MB
+        ):
+            raise RequestValidationError(
+                "min_free_memory_mb", "must be a whole number of megabytes, at least 0"
+            )
+        if cpu is not None and (
+            isinstance(cpu, bool) or not isinstance(cpu, int | float) or not 0 <= cpu <= 100
+        ):
+            raise RequestValidationError("max_cpu_percent", "must be a number from 0 to 100")
+        if cpu is not None:
+            object.__setattr__(self, "max_cpu_percent", float(cpu))
+        if problem := model_name_error(self.model):
+            raise RequestValidationError("model", problem)
+        priority = self.priority
+        if (
+            isinstance(priority, bool)
+            or not isinstance(priority, int)
+            or abs(priority) > MAX_PRIORITY
+        ):
+            raise RequestValidationError(
+                "priority", f"must be a whole number from -{MAX_PRIORITY} to {MAX_PRIORITY}"
+            )
+        for name, zero_ok, high in (("max_wait", True, MAX_WAIT), ("timeout", False, MAX_TIMEOUT)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or not 0 <= value <= high
+                or (value == 0 and not zero_ok)
+            ):
+                low = "from 0" if zero_ok else "above 0 and"
+                raise RequestValidationError(
+                    name, f"must be a number of seconds {low} up to {high:g}"
+                )
+            object.__setattr__(self, name, float(value))
 
 
 @dataclass(frozen=True)

@@ -254,6 +254,8 @@ HIVEMIND = {
     "ASSIGN_TIMEOUT": env_float("HIVEMIND_ASSIGN_TIMEOUT", 10.0, minimum=0.1),
     "PROGRESS_FLUSH": env_float("HIVEMIND_PROGRESS_FLUSH", 0.25, minimum=0.01),
     "BIND_RETRIES": env_int("HIVEMIND_BIND_RETRIES", 3, minimum=1),
+    # Seconds a golem/auto task may wait for a feasible node (a team's or task's own wins).
+    "SCHEDULE_WAIT": env_float("HIVEMIND_SCHEDULE_WAIT", 30.0, maximum=86_400.0),
     "LOAD_HISTORY_SECONDS": env_int("HIVEMIND_LOAD_HISTORY_SECONDS", 600, minimum=10),
     # How the hub's local executor runs agents that do not say (see executor_core.agents).
     "AGENT_ISOLATION": env_choice("HIVEMIND_AGENT_ISOLATION", INLINE, ISOLATIONS),

@@ -78,6 +78,10 @@ class NodeAdmin(admin.ModelAdmin):
         "cpu",
         "mem",
         "agents",
+        "capabilities",
+        "models",
+        "free_memory_mb",
+        "free_disk_mb",
         "version",
     ]
     actions = ["cordon", "uncordon", "drain", "rotate_token"]
@@ -208,7 +212,11 @@ class JoinTokenAdmin(admin.ModelAdmin):
 class TeamForm(forms.ModelForm):
     class Meta:
         model = Team
-        fields = ["name", "on_failure", "max_retries"]
+        fields = ["name", "on_failure", "max_retries", "max_wait"]
+        help_texts = {
+            "max_wait": "Seconds the team's golem/auto tasks may wait for a node; "
+            "empty: HIVEMIND_SCHEDULE_WAIT."
+        }
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -216,6 +224,7 @@ class TeamForm(forms.ModelForm):
             name=data.get("name") if not self.instance.pk else None,
             on_failure=data.get("on_failure"),
             max_retries=data.get("max_retries"),
+            max_wait=data.get("max_wait"),
         )
         for field, message in problems.items():
             self.add_error(field if field in self.fields else None, message)
@@ -225,19 +234,16 @@ class TeamForm(forms.ModelForm):
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
     form = TeamForm
-    list_display = ["name", "on_failure", "max_retries", "created_at"]
+    list_display = ["name", "on_failure", "max_retries", "max_wait", "created_at"]
     search_fields = ["name"]
 
     def save_model(self, request: HttpRequest, obj: Team, form: Any, change: bool) -> None:
         data = form.cleaned_data
+        policy = {k: data[k] for k in ("on_failure", "max_retries", "max_wait")}
         if change:
-            team_services.team_update(
-                name=obj.name, on_failure=data["on_failure"], max_retries=data["max_retries"]
-            )
+            team_services.team_update(name=obj.name, **policy)
         else:
-            team_services.team_create(
-                name=data["name"], on_failure=data["on_failure"], max_retries=data["max_retries"]
-            )
+            team_services.team_create(name=data["name"], **policy)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Team | None = None) -> list[str]:
         return ["name"] if obj else []
@@ -262,6 +268,7 @@ class TaskAdmin(admin.ModelAdmin):
         "route",
         "node",
         "team",
+        "priority",
         "progress",
         "created_at",
     ]

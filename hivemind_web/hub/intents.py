@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from django.conf import settings
 from django.db import transaction
 
 
@@ -32,15 +33,25 @@ class AttemptSpec:
     force_local: bool = False
     fallback_reason: str = ""
     excluded_nodes: tuple[str, ...] = ()
+    node: str = ""
+    prefer_labels: dict[str, str] = field(default_factory=dict)
+    capabilities: tuple[str, ...] = ()
+    resources: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    priority: int = 0
+    # Resolved: the task's, else its team's, else HIVEMIND_SCHEDULE_WAIT.
+    max_wait: float = 0.0
+    timeout: float | None = None
 
     @classmethod
-    def of(cls, task: Any) -> AttemptSpec:
-        """The spec of a task row's current attempt (``team`` selected or cheap to read)."""
+    def of(cls, task: Any, *, with_input: bool = True) -> AttemptSpec:
+        """The spec of a task row's current attempt (``team`` selected or cheap to read;
+        without its input when the row was read without it)."""
         return cls(
             session_id=str(task.session_id),
             attempt=task.attempts,
             agent_id=task.agent_id,
-            input=task.input,
+            input=task.input if with_input else "",
             strategy=task.strategy,
             team=task.team.name if task.team_id else None,
             node_selector=dict(task.node_selector),
@@ -48,7 +59,24 @@ class AttemptSpec:
             force_local=task.force_local,
             fallback_reason=task.fallback_reason,
             excluded_nodes=tuple(task.excluded_nodes),
+            node=task.pinned_node,
+            prefer_labels=dict(task.prefer_labels),
+            capabilities=tuple(task.capabilities),
+            resources=dict(task.resources),
+            model=task.model,
+            priority=task.priority,
+            max_wait=max_wait_of(task),
+            timeout=task.timeout,
         )
+
+
+def max_wait_of(task: Any) -> float:
+    """How long the task may wait for a node: its own figure, its team's, or the hub's."""
+    if task.max_wait is not None:
+        return task.max_wait
+    if task.team_id and task.team.max_wait is not None:
+        return task.team.max_wait
+    return settings.HIVEMIND["SCHEDULE_WAIT"]
 
 
 class RuntimePort(Protocol):

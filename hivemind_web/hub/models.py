@@ -9,6 +9,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F, Q
 from django.utils import timezone
 
 from executor_core.types import ExecutionStrategy, NodeAffinityPolicy, TaskStatus
@@ -57,6 +58,13 @@ class Node(models.Model):
     mem = models.FloatField(default=0.0)
     # Empty list: the node runs any agent.
     agents = models.JSONField(default=list, blank=True)
+    # What the node advertises in hello: capability names (and, last below, the models its
+    # agents serve).
+    capabilities = models.JSONField(default=list, blank=True)
+    # From the latest heartbeat (None until one reports them): host-wide free memory and
+    # free disk where the node keeps its state. ``cpu`` is the node process's share.
+    free_memory_mb = models.PositiveBigIntegerField(null=True, blank=True)
+    free_disk_mb = models.PositiveBigIntegerField(null=True, blank=True)
     version = models.CharField(max_length=64, blank=True)
     token_hash = models.CharField(max_length=128, blank=True, db_index=True)
     # The one live connection holding this identity (DESIGN §13). The epoch counts the
@@ -66,6 +74,8 @@ class Node(models.Model):
     connection_channel = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    # Last: the name shadows the ``models`` module in this class body.
+    models = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -111,6 +121,8 @@ class Team(models.Model):
     name = models.CharField(max_length=63, unique=True)
     on_failure = models.CharField(max_length=16, choices=OnFailure.choices, default=OnFailure.RETRY)
     max_retries = models.PositiveIntegerField(default=1)
+    # How long the team's golem/auto tasks may wait for a node (None: HIVEMIND_SCHEDULE_WAIT).
+    max_wait = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -156,6 +168,24 @@ class Task(models.Model):
     excluded_nodes = models.JSONField(default=list, blank=True)
     # Set by force fallback and the fallback_local team policy: run locally whatever the strategy.
     force_local = models.BooleanField(default=False)
+    # Placement constraints (DESIGN §11): this node only, preferred labels (soft), required
+    # capabilities, heartbeat limits {min_free_memory_mb, max_cpu_percent}, a model to serve.
+    pinned_node = models.CharField(max_length=63, blank=True)
+    prefer_labels = models.JSONField(default=dict, blank=True)
+    capabilities = models.JSONField(default=list, blank=True)
+    resources = models.JSONField(default=dict, blank=True)
+    model = models.CharField(max_length=128, blank=True)
+    # Higher first in the wait queue.
+    priority = models.IntegerField(default=0)
+    # Seconds it may wait for a node (None: the team's, else HIVEMIND_SCHEDULE_WAIT); seconds
+    # a run may last (None: no limit).
+    max_wait = models.FloatField(null=True, blank=True)
+    timeout = models.FloatField(null=True, blank=True)
+    # In the wait queue (pending, no feasible node yet): until when, and why it waits.
+    wait_until = models.DateTimeField(null=True, blank=True)
+    waiting_reason = models.TextField(blank=True)
+    # When the running attempt times out.
+    timeout_at = models.DateTimeField(null=True, blank=True)
     # The hub instance running a local attempt: its restart fails what it left behind.
     owner = models.CharField(max_length=128, blank=True)
     submitted_by = models.ForeignKey(
@@ -174,6 +204,18 @@ class Task(models.Model):
             models.Index(fields=["node", "status"]),
             models.Index(fields=["team", "status"]),
             models.Index(fields=["route", "status"]),
+            # The wait queue: highest priority first, then oldest.
+            models.Index(
+                F("priority").desc(),
+                "created_at",
+                name="task_wait_queue",
+                condition=Q(wait_until__isnull=False),
+            ),
+            models.Index(
+                fields=["timeout_at"],
+                name="task_running_timeout",
+                condition=Q(timeout_at__isnull=False, status="running"),
+            ),
         ]
         permissions = [
             ("submit_task", "Can submit tasks"),
@@ -267,6 +309,7 @@ class TaskAttempt(models.Model):
 
     class Status(models.TextChoices):
         ROUTING = "routing"
+        WAITING = "waiting"
         SCHEDULED = "scheduled"
         RUNNING = "running"
         SUCCEEDED = "succeeded"

@@ -129,3 +129,14 @@ def current_usage(task: Task) -> dict:
         .first()
     )
     return usage or {}
+
+
+def latest_placement(task: Task) -> dict:
+    """The scheduler's record of the task's latest attempt that has one (empty before)."""
+    placement = (
+        task.attempt_rows.exclude(placement={})
+        .order_by("-number")
+        .values_list("placement", flat=True)
+        .first()
+    )
+    return placement or {}

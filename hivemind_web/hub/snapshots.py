@@ -30,13 +30,25 @@ TASK_FIELDS = (
     "error",
     "fallback_reason",
     "attempts",
+    "pinned_node",
+    "prefer_labels",
+    "capabilities",
+    "resources",
+    "model",
+    "priority",
+    "max_wait",
+    "timeout",
+    "waiting_reason",
+    "wait_until",
     "created_at",
     "started_at",
     "finished_at",
     "updated_at",
 )
-# What a board event carries: never input, output or logs (they can be large).
-TASK_EVENT_FIELDS = tuple(f for f in TASK_FIELDS if f not in ("input", "output"))
+# What a board event carries: never input, output or logs (they can be large), nor the
+# constraints the board does not show.
+_NOT_IN_EVENTS = ("input", "output", "prefer_labels", "capabilities", "resources", "max_wait")
+TASK_EVENT_FIELDS = tuple(f for f in TASK_FIELDS if f not in _NOT_IN_EVENTS)
 NODE_FIELDS = (
     "name",
     "status",
@@ -47,6 +59,10 @@ NODE_FIELDS = (
     "cpu",
     "mem",
     "agents",
+    "capabilities",
+    "models",
+    "free_memory_mb",
+    "free_disk_mb",
     "version",
     "cordoned",
     "draining",
@@ -61,7 +77,7 @@ NODE_FIELDS = (
     "backoff_until",
 )
 _NODE_DATES = ("last_heartbeat", "updated_at", "refused_at", "backoff_until")
-_TASK_DATES = ("created_at", "started_at", "finished_at", "updated_at")
+_TASK_DATES = ("created_at", "started_at", "finished_at", "updated_at", "wait_until")
 
 
 def iso(value: datetime | None) -> str | None:

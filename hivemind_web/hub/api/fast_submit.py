@@ -257,7 +257,11 @@ async def _serve(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _respond(send, 201, [task_snapshot(t) for t in tasks])
     else:
         detail = task_snapshot(tasks[0])
+        # A task just stored has no attempt yet: no usage, no placement record.
         detail.update(
-            log=list(tasks[0].log), excluded_nodes=list(tasks[0].excluded_nodes), usage={}
+            log=list(tasks[0].log),
+            excluded_nodes=list(tasks[0].excluded_nodes),
+            usage={},
+            placement={},
         )
         await _respond(send, 201, detail)

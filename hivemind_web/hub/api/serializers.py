@@ -6,7 +6,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from hivemind_web.hub.models import Node, NodeEvent, Task, TaskAttempt, TaskEvent, Team
-from hivemind_web.hub.selectors import current_usage
+from hivemind_web.hub.selectors import current_usage, latest_placement
 from hivemind_web.hub.snapshots import NODE_FIELDS, TASK_FIELDS
 
 
@@ -23,13 +23,18 @@ class TaskSerializer(serializers.ModelSerializer):
 class TaskDetailSerializer(TaskSerializer):
     # What the current attempt consumed (model, tokens, latency), {} when nothing.
     usage = serializers.SerializerMethodField()
+    placement = serializers.SerializerMethodField()
 
     class Meta(TaskSerializer.Meta):
-        fields = [*TaskSerializer.Meta.fields, "log", "excluded_nodes", "usage"]
+        fields = [*TaskSerializer.Meta.fields, "log", "excluded_nodes", "usage", "placement"]
         read_only_fields = fields
 
     def get_usage(self, task: Task) -> dict:
         return current_usage(task)
+
+    def get_placement(self, task: Task) -> dict:
+        """The scheduler's record of the latest attempt's decision (empty before one)."""
+        return latest_placement(task)
 
 
 class TaskSubmitSerializer(serializers.Serializer):
@@ -41,6 +46,17 @@ class TaskSubmitSerializer(serializers.Serializer):
         child=serializers.CharField(allow_blank=True), default=dict
     )
     affinity = serializers.CharField(default="none")
+    # Placement (DESIGN §11); the service checks the values.
+    node = serializers.CharField(allow_blank=True, allow_null=True, default="")
+    prefer_labels = serializers.DictField(
+        child=serializers.CharField(allow_blank=True), default=dict
+    )
+    capabilities = serializers.ListField(child=serializers.CharField(), default=list)
+    resources = serializers.DictField(default=dict)
+    model = serializers.CharField(allow_blank=True, default="")
+    priority = serializers.IntegerField(default=0)
+    max_wait = serializers.FloatField(allow_null=True, default=None)
+    timeout = serializers.FloatField(allow_null=True, default=None)
 
 
 class TaskBatchSerializer(serializers.Serializer):
@@ -103,13 +119,14 @@ class NodeRegisterSerializer(serializers.Serializer):
 class TeamSerializer(serializers.ModelSerializer):
     class Meta:
         model = Team
-        fields = ["name", "on_failure", "max_retries", "created_at"]
+        fields = ["name", "on_failure", "max_retries", "max_wait", "created_at"]
         read_only_fields = ["created_at"]
 
 
 class TeamUpdateSerializer(serializers.Serializer):
     on_failure = serializers.CharField(required=False)
     max_retries = serializers.IntegerField(required=False)
+    max_wait = serializers.FloatField(required=False, allow_null=True)
 
 
 class FallbackModeSerializer(serializers.Serializer):

@@ -47,8 +47,11 @@ def _release_instance(instance: str, error: str) -> None:
 
 
 def unclaimed_pending(older_than: object = None) -> list[AttemptSpec]:
-    """Pending attempts nobody claimed for routing (``older_than``: created before then)."""
-    pending = Task.objects.select_related("team").filter(status="pending", route_reason="")
+    """Pending attempts nobody claimed for routing (``older_than``: created before then).
+    Tasks in the wait queue are the queue's: any hub places them when a slot frees."""
+    pending = Task.objects.select_related("team").filter(
+        status="pending", route_reason="", wait_until__isnull=True
+    )
     if older_than is not None:
         pending = pending.filter(updated_at__lt=older_than)
     return [AttemptSpec.of(task) for task in pending[:1000]]
@@ -140,6 +143,8 @@ class Reaper:
                 silent_since=now - timedelta(seconds=grace),
                 heard=rt.heard_since(grace),
             )
+        # Tasks that waited past their time fall back (any hub's: each is claimed once).
+        await rt.wait_queue.expire()
         if up_for > cfg["LOST_AFTER"]:
             await rt.writer.run(
                 node_services.node_fail_lost_tasks,

@@ -32,7 +32,7 @@ from executor_core import (
     NullObserver,
 )
 from executor_core.executors import ERR_AT_CAPACITY
-from executor_core.scheduling import ClusterState
+from executor_core.scheduling import ClusterState, Placement
 from executor_core.types import ExecutionResult, ExecutorError, TaskStatus
 from hivemind_web.hub import intents
 from hivemind_web.hub.agents import hub_registry
@@ -42,6 +42,7 @@ from hivemind_web.hub.execution.connections import NodeConnections
 from hivemind_web.hub.execution.dispatcher import NodeDispatcher
 from hivemind_web.hub.execution.progress import ProgressCoalescer
 from hivemind_web.hub.execution.scheduler import HubScheduler
+from hivemind_web.hub.execution.waiting import WaitQueue
 from hivemind_web.hub.execution.writer import GroupWriter
 from hivemind_web.hub.intents import AttemptSpec
 from hivemind_web.hub.services import tasks as task_services
@@ -85,13 +86,17 @@ class HubObserver(NullObserver):
 
 
 class LocalFallback:
-    """GolemExecutor's local fallback: records why, then runs the attempt locally."""
+    """GolemExecutor's local fallback: records why, then runs the attempt locally.
+    ``records`` holds the scheduler's account of failed decisions, kept on the attempt."""
 
     name = "local"
 
-    def __init__(self, writer: GroupWriter, local: LocalExecutor) -> None:
+    def __init__(
+        self, writer: GroupWriter, local: LocalExecutor, records: dict[str, dict[str, Any]]
+    ) -> None:
         self.writer = writer
         self.local = local
+        self.records = records
 
     async def execute(self, request: ExecuteRequest) -> ExecutionResult:
         sid, reason = request.session_id, request.fallback_reason or "scheduling failed"
@@ -100,6 +105,7 @@ class LocalFallback:
             session_id=sid,
             attempt=request.attempt,
             reason=reason,
+            record=self.records.pop(sid, None),
         )
         if not recorded:  # cancelled or superseded meanwhile: nothing to run
             return ExecutionResult(sid, TaskStatus.CANCELLED, "local", fallback_reason=reason)
@@ -126,6 +132,15 @@ def request_of(spec: AttemptSpec) -> ExecuteRequest:
         affinity_policy=spec.affinity,
         attempt=spec.attempt,
         excluded_nodes=frozenset(spec.excluded_nodes),
+        node=spec.node,
+        prefer_labels=spec.prefer_labels,
+        capabilities=frozenset(spec.capabilities),
+        min_free_memory_mb=spec.resources.get("min_free_memory_mb"),
+        max_cpu_percent=spec.resources.get("max_cpu_percent"),
+        model=spec.model,
+        priority=spec.priority,
+        max_wait=spec.max_wait,
+        timeout=spec.timeout,
     )
 
 
@@ -163,12 +178,25 @@ class Runtime:
             timeout=cfg["ASSIGN_TIMEOUT"],
             reply_to=lambda: self.control_channel,
         )
+        self.wait_queue = WaitQueue(
+            writer=self.writer,
+            scheduler=self.scheduler,
+            index=self.index,
+            owner=INSTANCE,
+            request_of=request_of,
+            place=lambda spec, placement: self.spawn(self.run_placed(spec, placement)),
+            fall_back=lambda spec: self.spawn(self.run_fallback(spec)),
+            spawn=self.spawn,
+        )
+        self.scheduler.on_resync = self.wait_queue.room_maybe
+        self.fallback = LocalFallback(self.writer, self.local, self.wait_queue.records)
         self.golem = GolemExecutor(
             self.scheduler,
-            LocalFallback(self.writer, self.local),
+            self.fallback,
             observer=self.observer,
             index=self.index,
             dispatcher=self.dispatcher,
+            wait_queue=self.wait_queue,
         )
         self.router = ExecutionRouter(observer=self.observer)
         self.router.register_executor(ExecutionStrategy.LOCAL, self.local)
@@ -248,6 +276,7 @@ class Runtime:
         def forget() -> None:
             self.index.remove(session_id)
             self.scheduler.release(session_id)
+            self.wait_queue.wake()  # a slot freed: the head of the queue may take it
 
         self._soon(forget)
 
@@ -353,12 +382,41 @@ class Runtime:
 
     async def run_attempt(self, spec: AttemptSpec) -> None:
         """Route one attempt and carry it as far as this process carries it."""
+        await self._guarded(spec, self._run(spec))
+
+    async def run_placed(self, spec: AttemptSpec, placement: Placement) -> None:
+        """An attempt the wait queue bound to a node: hand it over."""
+        await self._guarded(
+            spec, self._carry(spec, self.golem.hand_over(request_of(spec), placement))
+        )
+
+    async def run_fallback(self, spec: AttemptSpec) -> None:
+        """An attempt that waited past its time: run it locally, with the reason."""
+        await self._guarded(spec, self._carry(spec, self.fallback.execute(request_of(spec))))
+
+    async def _guarded(self, spec: AttemptSpec, work: Any) -> None:
         sid, attempt = spec.session_id, spec.attempt
         try:
-            await self._run(spec)
+            await work
         except Exception as exc:  # never leave a task stuck on a bug or an outage
             log.exception("task %s attempt %s crashed in the hub", sid, attempt)
             await self._finish(sid, attempt, TaskStatus.FAILED, error=f"hub error: {exc}")
+
+    async def _carry(self, spec: AttemptSpec, execution: Any) -> None:
+        try:
+            result = await execution
+        except ExecutorError as exc:  # the local queue is full, or a duplicate run
+            await self._finish(spec.session_id, spec.attempt, TaskStatus.FAILED, error=str(exc))
+            return
+        if result.status.is_terminal:
+            await self._finish(
+                spec.session_id,
+                spec.attempt,
+                result.status,
+                output=result.output,
+                error=result.error,
+                usage=result.usage,
+            )
 
     async def _run(self, spec: AttemptSpec) -> None:
         request = request_of(spec)
@@ -379,20 +437,7 @@ class Runtime:
         )
         if not routed:
             return  # cancelled or superseded while being routed, or another hub has it
-        try:
-            result = await executor.execute(request)
-        except ExecutorError as exc:  # the local queue is full, or a duplicate run
-            await self._finish(spec.session_id, spec.attempt, TaskStatus.FAILED, error=str(exc))
-            return
-        if result.status.is_terminal:
-            await self._finish(
-                spec.session_id,
-                spec.attempt,
-                result.status,
-                output=result.output,
-                error=result.error,
-                usage=result.usage,
-            )
+        await self._carry(spec, executor.execute(request))
 
     async def _finish(
         self,

@@ -15,6 +15,7 @@ on top of what it read instead of being forgotten.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -27,9 +28,11 @@ from executor_core.index import NodeTaskIndex
 from executor_core.scheduling import ClusterState, NodeInfo, Placement, ScheduleRequest
 from executor_core.scheduling.types import SchedulingError
 from hivemind_web.hub.execution.writer import GroupWriter
+from hivemind_web.hub.intents import AttemptSpec
 from hivemind_web.hub.models import Node, Task
 from hivemind_web.hub.services.tasks import task_bind
 from hivemind_web.hub.services.transitions import BIND_NODE_FULL, BOUND
+from hivemind_web.hub.services.waiting import tasks_claim_waiting, waiting_count
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,9 @@ RESYNC_EVERY = 1.0
 FRESH_FOR = 0.05
 # Node changes announced together are applied in one resync.
 RESYNC_DEBOUNCE = 0.02
+# Heartbeat figures heard here win over the database's for this long (then the node may
+# be heard by another hub process, which writes them).
+RESOURCES_FRESH_FOR = 5.0
 ERR_BIND_CONFLICT = "bind conflict: node {node} filled up under us {n} times"
 ERR_NOT_PENDING = "task is no longer pending"
 
@@ -56,11 +62,17 @@ def node_info(node: Node, now: datetime | None = None) -> NodeInfo:
         ready=node.healthy and not backed_off,
         cordoned=node.cordoned or node.draining,
         agents=frozenset(node.agents),
+        capabilities=frozenset(node.capabilities),
+        models=frozenset(node.models),
+        # Heartbeat figures; None until a heartbeat reported them.
+        cpu_percent=node.cpu if node.last_heartbeat is not None else None,
+        free_memory_mb=node.free_memory_mb,
+        free_disk_mb=node.free_disk_mb,
     )
 
 
-def read_fleet() -> tuple[list[NodeInfo], list[tuple[str, str, str | None]]]:
-    """Every node, and every bound task as (session id, node, team)."""
+def read_fleet() -> tuple[list[NodeInfo], list[tuple[str, str, str | None]], int]:
+    """Every node, every bound task as (session id, node, team), and how many tasks wait."""
     now = timezone.now()
     infos = [node_info(n, now) for n in Node.objects.all()]
     bound = [
@@ -69,7 +81,7 @@ def read_fleet() -> tuple[list[NodeInfo], list[tuple[str, str, str | None]]]:
         .values_list("session_id", "node__name", "team__name")
         .iterator()
     ]
-    return infos, bound
+    return infos, bound, waiting_count()
 
 
 def read_node(name: str) -> NodeInfo | None:
@@ -94,6 +106,13 @@ class HubScheduler:
         self._synced_at = 0.0
         # Every agent some node advertises (as of the last resync).
         self.agents: frozenset[str] = frozenset()
+        # Tasks in the wait queue, as of the last resync (plus what this process parked).
+        self.waiting = 0
+        # Called after each resync (the wait queue looks for room it can fill).
+        self.on_resync: Any = None
+        # The latest heartbeat figures this process heard, newer than the database's.
+        # (monotonic time, cpu, free memory, free disk) per node.
+        self.resources: dict[str, tuple[float, float, int | None, int | None]] = {}
 
     # -- keeping the picture current -------------------------------------------------------
 
@@ -120,7 +139,7 @@ class HubScheduler:
         read_at = self.writer.seq
         self._reading += 1
         try:
-            infos, bound = await self.writer.run(read_fleet)
+            infos, bound, waiting = await self.writer.run(read_fleet)
         finally:
             self._reading -= 1
         in_flight = Counter(node for node, seq in self._binding.values() if seq > read_at)
@@ -128,9 +147,15 @@ class HubScheduler:
         for info in infos:
             agents.update(info.agents)
             known.add(info.name)
-            extra = in_flight.get(info.name, 0)
-            if extra:
-                info = NodeInfo(**{**info.__dict__, "running": info.running + extra})
+            changes: dict[str, Any] = {}
+            if extra := in_flight.get(info.name, 0):
+                changes["running"] = info.running + extra
+            heard = self.resources.get(info.name)
+            if heard is not None and time.monotonic() - heard[0] < RESOURCES_FRESH_FOR:
+                figures = ("cpu_percent", "free_memory_mb", "free_disk_mb")
+                changes.update(zip(figures, heard[1:], strict=True))
+            if changes:
+                info = dataclasses.replace(info, **changes)
             self.cluster.upsert_node(info)
         for gone in [n.name for n in self.cluster.nodes() if n.name not in known]:
             self.cluster.remove_node(gone)
@@ -143,9 +168,26 @@ class HubScheduler:
             if self.index.node_of(sid) != node:
                 self.index.add(node, sid, team)
         self.agents = frozenset(agents)
+        self.waiting = waiting
         self.resyncs += 1
         self._synced_at = time.monotonic()
         self._synced.set()
+        if self.on_resync is not None:
+            self.on_resync()
+
+    def note_resources(
+        self, node: str, cpu: float, free_memory_mb: int | None, free_disk_mb: int | None
+    ) -> None:
+        """A heartbeat's figures, fed into the next resync's picture of the node."""
+        self.resources[node] = (time.monotonic(), cpu, free_memory_mb, free_disk_mb)
+
+    def free_slots(self) -> int:
+        """Free capacity on schedulable nodes, in the current picture."""
+        return sum(
+            max(0, n.capacity - n.running)
+            for n in self.cluster.nodes()
+            if n.ready and not n.cordoned
+        )
 
     async def ready(self) -> None:
         """Wait for the first picture of the fleet."""
@@ -171,6 +213,7 @@ class HubScheduler:
                     node_name=node,
                     reason=placement.reason,
                     score=placement.score,
+                    record=placement.record.to_dict() if placement.record else None,
                 )
             except BaseException:
                 self.cluster.release(sid)
@@ -183,14 +226,14 @@ class HubScheduler:
             self.cluster.release(sid)
             self.index.remove(sid)
             if outcome != BIND_NODE_FULL:
-                raise SchedulingError(ERR_NOT_PENDING)
+                raise SchedulingError(ERR_NOT_PENDING, waitable=False)
             # Our picture of the node was stale: take the database's before deciding again.
             fresh = await self.writer.run(read_node, node)
             if fresh is None:
                 self.cluster.remove_node(node)
             else:
                 self.cluster.upsert_node(fresh)
-        raise SchedulingError(ERR_BIND_CONFLICT.format(node=node, n=self.retries))
+        raise SchedulingError(ERR_BIND_CONFLICT.format(node=node, n=self.retries), waitable=True)
 
     async def estimate(self, request: ScheduleRequest) -> float | None:
         """Load fraction of the node the scheduler would pick now (for ``auto``)."""
@@ -212,6 +255,44 @@ class HubScheduler:
                 raise
         await self.resync()
         return decide(request)
+
+    async def claim(
+        self, decided: list[tuple[ScheduleRequest, Placement]], owner: str
+    ) -> list[tuple[ScheduleRequest, Placement, AttemptSpec]]:
+        """Bind waiting tasks to the nodes decided for them (``cluster.place`` already counted
+        the slots): one claim for all; what was not won is given back."""
+        seq = self.writer.seq
+        claims = []
+        for request, placement in decided:
+            self._binding[request.session_id] = (placement.node, seq)
+            self.index.add(placement.node, request.session_id, request.team_id)
+            claims.append(
+                {
+                    "session_id": request.session_id,
+                    "attempt": request.attempt,
+                    "node_name": placement.node,
+                    "reason": placement.reason,
+                    "score": placement.score,
+                    "record": placement.record.to_dict() if placement.record else None,
+                }
+            )
+        try:
+            outcomes = await self.writer.run(tasks_claim_waiting, claims=claims, owner=owner)
+        except BaseException:
+            outcomes = [ERR_NOT_PENDING] * len(claims)
+            raise
+        finally:
+            won = []
+            for (request, placement), outcome in zip(decided, outcomes, strict=True):
+                self._binding.pop(request.session_id, None)
+                if isinstance(outcome, AttemptSpec):
+                    won.append((request, placement, outcome))
+                    continue
+                self.cluster.release(request.session_id)
+                self.index.remove(request.session_id)
+                if outcome == BIND_NODE_FULL:
+                    self.wake()  # our picture of that node was stale
+        return won
 
     def release(self, session_id: str) -> None:
         """The session's slot is free again (its attempt ended or was moved)."""

@@ -43,7 +43,7 @@ from hivemind_web.hub.services.transitions import (
 Calls = list[dict[str, Any]]
 
 
-def _locked(session_ids: Iterable[str]) -> dict[str, Task]:
+def locked(session_ids: Iterable[str]) -> dict[str, Task]:
     rows = lock_tasks(
         Task.objects.select_related("team")
         .filter(session_id__in=list(session_ids))
@@ -65,7 +65,7 @@ def _save(changed: list[Task], fields: list[str]) -> None:
 
 def mark_running_many(calls: Calls) -> list[bool]:
     now = timezone.now()
-    rows = _locked(c["session_id"] for c in calls)
+    rows = locked(c["session_id"] for c in calls)
     results, changed, started = [], [], []
     for call in calls:
         task, node_name = rows.get(call["session_id"]), call.get("node_name")
@@ -96,7 +96,7 @@ def mark_running_many(calls: Calls) -> list[bool]:
 
 def mark_routed_many(calls: Calls) -> list[bool]:
     now = timezone.now()
-    rows = _locked(c["session_id"] for c in calls)
+    rows = locked(c["session_id"] for c in calls)
     results, changed, routed = [], [], []
     for call in calls:
         task = rows.get(call["session_id"])
@@ -139,7 +139,7 @@ def bind_many(calls: Calls) -> list[bool | str]:
     """Binds grouped by node: one conditional UPDATE takes all of a node's slots at once;
     when the node cannot take them all, its binds are tried one by one."""
     now = timezone.now()
-    rows = _locked(c["session_id"] for c in calls)
+    rows = locked(c["session_id"] for c in calls)
     results: list[bool | str | None] = [None] * len(calls)
     by_node: dict[str, list[int]] = defaultdict(list)
     for i, call in enumerate(calls):
@@ -175,6 +175,7 @@ def bind_many(calls: Calls) -> list[bool | str]:
             data = {"node": name, "attempt": task.attempts, "placement": call.get("reason", "")}
             scheduled.append((task, "scheduled", None, data))
             placements[(task.pk, task.attempts)] = {
+                **(call.get("record") or {}),
                 "node": name,
                 "score": call.get("score", 0.0),
                 "reason": data["placement"],
@@ -197,7 +198,7 @@ def bind_many(calls: Calls) -> list[bool | str]:
 def finish_many(calls: Calls) -> list[Task | None]:
     """Ends of attempts; a failure is the team orchestrator's to decide."""
     now = timezone.now()
-    rows = _locked(c["session_id"] for c in calls)
+    rows = locked(c["session_id"] for c in calls)
     results: list[Task | None] = [None] * len(calls)
     changed, ended, freed = [], [], Counter()
     by_status: dict[str, list[tuple[int, int]]] = defaultdict(list)

@@ -25,8 +25,34 @@ ERR_INPUT_TOO_LARGE = "input is {size} bytes; the limit is {limit} bytes"
 ERR_UNKNOWN_AGENT = "unknown agent {agent!r}; known agents: {known}"
 ERR_NUL = "must not contain NUL characters"
 
+ERR_RESOURCES = "must be an object with min_free_memory_mb and/or max_cpu_percent"
+ERR_RESOURCE_KEYS = "unknown keys {keys}: only min_free_memory_mb and max_cpu_percent"
+RESOURCE_KEYS = ("min_free_memory_mb", "max_cpu_percent")
+
 # ExecuteRequest's field names → the API's.
-_API_FIELD = {"affinity_policy": "affinity", "team_id": "team"}
+_API_FIELD = {
+    "affinity_policy": "affinity",
+    "team_id": "team",
+    "min_free_memory_mb": "resources",
+    "max_cpu_percent": "resources",
+}
+# What a bad field is replaced with to look for the next problem.
+_FALLBACKS: dict[str, Any] = {
+    "agent_id": "x",
+    "strategy": ExecutionStrategy.AUTO,
+    "affinity_policy": NodeAffinityPolicy.NONE,
+    "node_selector": {},
+    "team_id": None,
+    "node": "",
+    "prefer_labels": {},
+    "capabilities": frozenset(),
+    "min_free_memory_mb": None,
+    "max_cpu_percent": None,
+    "model": "",
+    "priority": 0,
+    "max_wait": None,
+    "timeout": None,
+}
 
 
 def known_agents() -> list[str]:
@@ -37,6 +63,18 @@ def known_agents() -> list[str]:
     return sorted(names)
 
 
+def _resources(value: Any, errors: dict[str, str]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        errors["resources"] = ERR_RESOURCES
+        return {}
+    unknown = sorted(set(value) - set(RESOURCE_KEYS))
+    if unknown:
+        errors["resources"] = ERR_RESOURCE_KEYS.format(keys=", ".join(map(str, unknown)))
+    return {k: value[k] for k in RESOURCE_KEYS if value.get(k) is not None}
+
+
 def validate_submission(
     *,
     agent_id: Any,
@@ -45,6 +83,14 @@ def validate_submission(
     team: Any,
     node_selector: Any,
     affinity: Any,
+    node: Any = "",
+    prefer_labels: Any = None,
+    capabilities: Any = None,
+    resources: Any = None,
+    model: Any = "",
+    priority: Any = 0,
+    max_wait: Any = None,
+    timeout: Any = None,
     known: Collection[str] | None = None,
 ) -> ExecuteRequest:
     """Check every field (all errors at once) and return the request the router will get.
@@ -76,21 +122,24 @@ def validate_submission(
         "team_id": team or None,
         "node_selector": node_selector if node_selector is not None else {},
         "affinity_policy": affinity,
+        "node": node or "",
+        "prefer_labels": prefer_labels if prefer_labels is not None else {},
+        "capabilities": capabilities if capabilities is not None else [],
+        **_resources(resources, errors),
+        "model": model if model is not None else "",
+        "priority": priority if priority is not None else 0,
+        "max_wait": max_wait,
+        "timeout": timeout,
     }
-    fallbacks = {
-        "agent_id": "x",
-        "strategy": ExecutionStrategy.AUTO,
-        "affinity_policy": NodeAffinityPolicy.NONE,
-        "node_selector": {},
-        "team_id": None,
-    }
-    for _ in range(len(fallbacks) + 1):
+    for _ in range(len(_FALLBACKS) + 1):
         try:
             request = ExecuteRequest(**fields)
             break
         except RequestValidationError as exc:
-            errors.setdefault(_API_FIELD.get(exc.field, exc.field), exc.message)
-            fields[exc.field] = fallbacks[exc.field]
+            name = _API_FIELD.get(exc.field, exc.field)
+            message = exc.message if name == exc.field else f"{exc.field}: {exc.message}"
+            errors.setdefault(name, message)
+            fields[exc.field] = _FALLBACKS[exc.field]
     if errors:
         raise ServiceValidationError(errors)
     assert request is not None
@@ -107,8 +156,11 @@ def task_submit(
     node_selector: Any = None,
     affinity: Any = NodeAffinityPolicy.NONE,
     start: bool = True,
+    **placement: Any,
 ) -> Task:
-    """Validate, store a pending task, and hand it to the hub runtime once committed."""
+    """Validate, store a pending task, and hand it to the hub runtime once committed.
+    ``placement``: the optional fields (node, prefer_labels, capabilities, resources, model,
+    priority, max_wait, timeout)."""
     fields = {
         "agent_id": agent_id,
         "input": input,
@@ -116,6 +168,7 @@ def task_submit(
         "team": team,
         "node_selector": node_selector,
         "affinity": affinity,
+        **placement,
     }
     return task_submit_many(actor=actor, items=[fields], start=start, single=True)[0]
 
@@ -146,6 +199,15 @@ def validate_items(
     return requests
 
 
+def resources_of(request: ExecuteRequest) -> dict[str, Any]:
+    """The request's heartbeat limits as the task stores them (only those given)."""
+    limits = {
+        "min_free_memory_mb": request.min_free_memory_mb,
+        "max_cpu_percent": request.max_cpu_percent,
+    }
+    return {k: v for k, v in limits.items() if v is not None}
+
+
 def tasks_store(*, actor: Any, requests: list[ExecuteRequest], start: bool = True) -> list[Task]:
     """Store validated requests as pending tasks (all or none) and, once committed, hand
     them to the runtime. Refused (AtCapacity) when the local queue cannot take them."""
@@ -171,6 +233,14 @@ def tasks_store(*, actor: Any, requests: list[ExecuteRequest], start: bool = Tru
                     team=team_row,
                     node_selector=dict(request.node_selector),
                     affinity=request.affinity_policy.value,
+                    pinned_node=request.node,
+                    prefer_labels=dict(request.prefer_labels),
+                    capabilities=sorted(request.capabilities),
+                    resources=resources_of(request),
+                    model=request.model,
+                    priority=request.priority,
+                    max_wait=request.max_wait,
+                    timeout=request.timeout,
                     submitted_by_id=getattr(actor, "pk", None),
                 )
             )

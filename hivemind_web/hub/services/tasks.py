@@ -68,8 +68,11 @@ def task_mark_routed(
 
 
 @transaction.atomic
-def task_record_fallback(*, session_id: str, attempt: int, reason: str) -> bool:
-    """A scheduling-phase failure: the attempt runs locally instead, reason kept on the task."""
+def task_record_fallback(
+    *, session_id: str, attempt: int, reason: str, record: dict[str, Any] | None = None
+) -> bool:
+    """A scheduling-phase failure: the attempt runs locally instead, reason kept on the task
+    (``record``: the scheduler's account of the failed decision, kept on the attempt)."""
     task = _transition(
         session_id,
         attempt,
@@ -78,21 +81,33 @@ def task_record_fallback(*, session_id: str, attempt: int, reason: str) -> bool:
         route_reason=f"fell back to local: {reason}",
         fallback_reason=reason,
         node=None,
+        wait_until=None,
+        waiting_reason="",
     )
     if task is not None:
-        attempt_update(task.pk, attempt, route=Task.Route.LOCAL, fallback_reason=reason, node="")
+        fields: dict[str, Any] = {"route": Task.Route.LOCAL, "fallback_reason": reason, "node": ""}
+        if record:
+            fields["placement"] = record
+        attempt_update(task.pk, attempt, **fields)
         events.task_event(task, "fallback", reason=reason)
     return task is not None
 
 
 @transaction.atomic
 def task_bind(
-    *, session_id: str, attempt: int, node_name: str, reason: str = "", score: float = 0.0
+    *,
+    session_id: str,
+    attempt: int,
+    node_name: str,
+    reason: str = "",
+    score: float = 0.0,
+    record: dict[str, Any] | None = None,
 ) -> bool | str:
     """The optimistic bind (DESIGN §3): take a slot on the node only if one is free.
-    True when bound, else why not (BIND_NODE_FULL, BIND_NOT_PENDING)."""
+    True when bound, else why not (BIND_NODE_FULL, BIND_NOT_PENDING). ``record``: the
+    scheduler's placement record, kept on the attempt."""
     call = {"session_id": session_id, "attempt": attempt, "node_name": node_name}
-    return batched.bind_many([{**call, "reason": reason, "score": score}])[0]
+    return batched.bind_many([{**call, "reason": reason, "score": score, "record": record}])[0]
 
 
 @transaction.atomic

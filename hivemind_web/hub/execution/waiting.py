@@ -1,0 +1,168 @@
+"""Waiting for capacity, the runtime's side (DESIGN §11).
+
+A golem or auto attempt no node can take now is parked in the database's wait queue rather
+than sent to local at once (GolemExecutor asks ``park``). When room appears — a run ends, a
+node joins, is uncordoned or grows (announced after commit), or a resync shows room another
+hub process freed — ``wake`` fills the free slots from the head of the queue: highest
+priority first, then oldest, each decided in memory and all claimed in one transaction; a
+task another hub claimed first is skipped. A task past its deadline is claimed for the local
+fallback. Nothing is polled per task: the queue is read only when there is room and
+something waits (the resync's count says so).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from executor_core.executors import build_schedule_request
+from executor_core.index import NodeTaskIndex
+from executor_core.scheduling import Placement, ScheduleRequest, SchedulingError
+from executor_core.types import ExecuteRequest, ExecutionResult, TaskStatus
+from hivemind_web.hub.execution.scheduler import HubScheduler
+from hivemind_web.hub.execution.writer import GroupWriter
+from hivemind_web.hub.intents import AttemptSpec
+from hivemind_web.hub.services.waiting import (
+    EXPIRED,
+    PARKED,
+    task_park,
+    tasks_claim_expired,
+    waiting_heads,
+)
+
+log = logging.getLogger(__name__)
+
+# Heads read beyond the free slots: tasks at the head that fit no free node (another
+# selector, a busy pinned node) must not hide the ones behind them that fit.
+LOOKAHEAD = 64
+MAX_HEADS = 500
+
+
+class WaitQueue:
+    def __init__(
+        self,
+        *,
+        writer: GroupWriter,
+        scheduler: HubScheduler,
+        index: NodeTaskIndex,
+        owner: str,
+        request_of: Callable[[AttemptSpec], ExecuteRequest],
+        place: Callable[[AttemptSpec, Placement], None],
+        fall_back: Callable[[AttemptSpec], None],
+        spawn: Callable[[Any], Any],
+    ) -> None:
+        self.writer = writer
+        self.scheduler = scheduler
+        self.index = index
+        self.owner = owner
+        self.request_of = request_of
+        self.place = place
+        self.fall_back = fall_back
+        self.spawn = spawn
+        # The scheduler's account of decisions that fell back at once, for the local
+        # fallback to keep on the attempt (no extra write).
+        self.records: dict[str, dict[str, Any]] = {}
+        self._filling = False
+        self._again = False
+        self.placed = 0  # figures: placed from the queue, fallen back after waiting
+        self.expired = 0
+
+    # -- GolemExecutor's WaitQueue protocol -------------------------------------------------
+
+    async def park(self, request: ExecuteRequest, error: SchedulingError) -> ExecutionResult | None:
+        record = error.record.to_dict() if error.record is not None else None
+        if error.waitable and request.max_wait:
+            outcome = await self.writer.run(
+                task_park,
+                session_id=request.session_id,
+                attempt=request.attempt,
+                reason=error.reason,
+                max_wait=request.max_wait,
+                placement=record,
+            )
+            if outcome != EXPIRED:
+                if outcome == PARKED:
+                    self.scheduler.waiting += 1
+                    self.wake()  # a slot may have freed while this was being decided
+                return ExecutionResult(
+                    request.session_id,
+                    TaskStatus.PENDING,
+                    "golem",
+                    details={"waiting": error.reason},
+                )
+        if record is not None:
+            self.records[request.session_id] = record
+        return None
+
+    # -- filling free slots -----------------------------------------------------------------
+
+    def room_maybe(self) -> None:
+        """After a resync: fill what the new picture shows free, if anything waits."""
+        if self.scheduler.waiting > 0 and self.scheduler.free_slots() > 0:
+            self.wake()
+
+    def wake(self) -> None:
+        """Room may have appeared. Loop thread only; wake-ups during a fill coalesce."""
+        if self._filling:
+            self._again = True
+            return
+        self._filling = True
+        self.spawn(self._fill_while_wanted())
+
+    async def _fill_while_wanted(self) -> None:
+        try:
+            while True:
+                self._again = False
+                try:
+                    await self._fill()
+                except Exception:
+                    log.exception("filling free slots from the wait queue failed")
+                if not self._again:
+                    return
+        finally:
+            self._filling = False
+
+    async def _fill(self) -> None:
+        await self.scheduler.ready()
+        free = self.scheduler.free_slots()
+        if free <= 0 or self.scheduler.waiting <= 0:
+            return
+        limit = min(MAX_HEADS, free + LOOKAHEAD)
+        heads = await self.writer.run(waiting_heads, limit=limit)
+        if not heads:
+            self.scheduler.waiting = 0
+            return
+        decided: list[tuple[ScheduleRequest, Placement]] = []
+        for spec, _created in heads:
+            if free <= 0:
+                break
+            request = build_schedule_request(self.request_of(spec), self.index)
+            try:
+                placement = self.scheduler.cluster.place(request)
+            except SchedulingError:
+                continue  # fits no free node: the ones behind it may
+            decided.append((request, placement))
+            free -= 1
+        if not decided:
+            return
+        won = await self.scheduler.claim(decided, self.owner)
+        self.scheduler.waiting = max(0, self.scheduler.waiting - len(won))
+        self.placed += len(won)
+        for _request, placement, spec in won:
+            self.place(spec, placement)
+        if won and self.scheduler.free_slots() > 0:
+            self._again = True  # more may fit
+
+    # -- deadlines --------------------------------------------------------------------------
+
+    async def expire(self) -> int:
+        """Fall back the tasks whose time to wait is up (any hub's; each claimed once)."""
+        if self.scheduler.waiting <= 0:
+            return 0
+        specs = await self.writer.run(tasks_claim_expired, owner=self.owner)
+        self.scheduler.waiting = max(0, self.scheduler.waiting - len(specs))
+        self.expired += len(specs)
+        for spec in specs:
+            self.fall_back(spec)
+        return len(specs)

@@ -1,0 +1,151 @@
+"""The wait queue (DESIGN §11): pending tasks no node can take yet, kept in the database.
+
+A waiting task is ``pending`` with a deadline (``wait_until``) and a ``waiting_reason``.
+Any hub process may take it from the queue: the claim is a guard under the row lock (still
+pending, same attempt, still waiting) followed by the usual conditional bind in the same
+transaction, so several hubs share one queue and a task is placed once. Past its deadline a
+task is claimed for the local fallback instead, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from hivemind_web.hub.intents import AttemptSpec
+from hivemind_web.hub.models import Task
+from hivemind_web.hub.services import batched, events
+from hivemind_web.hub.services.attempts import attempt_update
+from hivemind_web.hub.services.transitions import PENDING, clean_text
+
+# What task_park did.
+PARKED = "parked"
+EXPIRED = "expired"  # its time to wait is up: fall back
+GONE = "gone"  # no longer this pending attempt (cancelled, moved on)
+NOT_WAITING = "not_waiting"  # a claim lost: another hub took it, or it left the queue
+WAITED = "waited {seconds:g}s for a node: {reason}"
+# How many expired tasks one claim takes.
+EXPIRE_BATCH = 200
+
+
+@transaction.atomic
+def task_park(
+    *,
+    session_id: str,
+    attempt: int,
+    reason: str,
+    max_wait: float,
+    placement: dict[str, Any] | None = None,
+) -> str:
+    """Put the attempt in the wait queue (its deadline set the first time), or say why
+    not: EXPIRED (fall back now) or GONE."""
+    task = (
+        Task.objects.select_related("team", "node")
+        .select_for_update(of=("self",))
+        .filter(session_id=session_id)
+        .first()
+    )
+    if task is None or task.attempts != attempt or task.status != PENDING:
+        return GONE
+    now = timezone.now()
+    first = task.wait_until is None
+    deadline = task.wait_until or now + timedelta(seconds=max_wait)
+    if deadline <= now:
+        return EXPIRED
+    # Nobody owns a waiting task: any hub may place it, and a dead hub leaves nothing behind.
+    task.wait_until, task.waiting_reason, task.owner = deadline, clean_text(reason)[:2000], ""
+    task.save(update_fields=["wait_until", "waiting_reason", "owner", "updated_at"])
+    attempt_update(task.pk, attempt, status="waiting", placement=placement or {})
+    if first:
+        events.task_event(task, "waiting", reason=task.waiting_reason, until=deadline.isoformat())
+    else:
+        events.publish_task(task)
+    return PARKED
+
+
+def waiting_heads(*, limit: int) -> list[tuple[AttemptSpec, Any]]:
+    """The head of the queue, highest priority first, then oldest: (spec without its input,
+    created_at). Inputs are read only for the tasks a claim wins."""
+    rows = (
+        Task.objects.select_related("team")
+        .filter(status=PENDING, wait_until__isnull=False)
+        .order_by("-priority", "created_at", "id")
+        .defer("input", "output", "log")[:limit]
+    )
+    return [(AttemptSpec.of(task, with_input=False), task.created_at) for task in rows]
+
+
+def waiting_count() -> int:
+    return Task.objects.filter(status=PENDING, wait_until__isnull=False).count()
+
+
+@transaction.atomic
+def tasks_claim_waiting(*, claims: list[dict[str, Any]], owner: str) -> list[AttemptSpec | str]:
+    """Take waiting tasks out of the queue and bind each to the node decided for it
+    (``claims``: session_id, attempt, node_name, reason, score, record). One result per
+    claim: the attempt's spec when bound, else why not (NOT_WAITING, BIND_NODE_FULL)."""
+    rows = batched.locked(c["session_id"] for c in claims)
+    results: list[AttemptSpec | str] = [NOT_WAITING] * len(claims)
+    held: dict[str, tuple[Any, str]] = {}
+    for call in claims:
+        task = rows.get(call["session_id"])
+        if (
+            task is not None
+            and task.attempts == call["attempt"]
+            and task.status == PENDING
+            and task.wait_until is not None
+        ):
+            held[call["session_id"]] = (task.wait_until, task.waiting_reason)
+    if not held:
+        return results
+    # Out of the queue first, so the bind's board event shows the task as placed.
+    Task.objects.filter(session_id__in=list(held)).update(
+        wait_until=None, waiting_reason="", owner=owner
+    )
+    calls = [c for c in claims if c["session_id"] in held]
+    outcomes = dict(zip((c["session_id"] for c in calls), batched.bind_many(calls), strict=True))
+    bound = [sid for sid, outcome in outcomes.items() if outcome is True]
+    specs = {
+        str(task.session_id): AttemptSpec.of(task)
+        for task in Task.objects.select_related("team").filter(session_id__in=bound)
+    }
+    for sid, outcome in outcomes.items():
+        if outcome is not True:  # back in the queue as it was
+            until, reason = held[sid]
+            Task.objects.filter(session_id=sid, status=PENDING).update(
+                wait_until=until, waiting_reason=reason, owner=""
+            )
+    for i, call in enumerate(claims):
+        sid = call["session_id"]
+        if sid in specs:
+            results[i] = specs[sid]
+        elif sid in outcomes:
+            results[i] = outcomes[sid]  # type: ignore[assignment]
+    return results
+
+
+@transaction.atomic
+def tasks_claim_expired(*, owner: str) -> list[AttemptSpec]:
+    """Take the tasks whose time to wait is up out of the queue, for the local fallback:
+    their specs carry the reason."""
+    now = timezone.now()
+    rows = list(
+        Task.objects.select_related("team")
+        .select_for_update(of=("self",))
+        .filter(status=PENDING, wait_until__lte=now)
+        .order_by("pk")[:EXPIRE_BATCH]
+    )
+    specs = []
+    for task in rows:
+        spec = AttemptSpec.of(task)
+        reason = WAITED.format(seconds=spec.max_wait, reason=task.waiting_reason)
+        specs.append(dataclasses.replace(spec, fallback_reason=reason))
+    if rows:
+        Task.objects.filter(pk__in=[t.pk for t in rows]).update(
+            wait_until=None, waiting_reason="", owner=owner, updated_at=now
+        )
+    return specs
