@@ -67,6 +67,9 @@ class NodeConfig:
     labels: dict[str, str]
     capacity: int
     agents: tuple[str, ...]
+    capabilities: tuple[str, ...] = ()
+    # Models the node's agents serve (advertised in hello; the scheduler filters on them).
+    models: tuple[str, ...] = ()
     heartbeat: float = 5.0
     drain_timeout: float = 30.0
     max_backoff: float = 10.0
@@ -96,7 +99,8 @@ class NodeAgent:
         self._stop = asyncio.Event()
         self._force_stop = asyncio.Event()
         self._interactive_stop = False
-        self._load = ProcessLoad()  # the node's own process tree, not the whole host
+        # The node's own process tree, not the whole host; free disk where it keeps its state.
+        self._load = ProcessLoad(directory=state.directory)
         self._outbox_empty = asyncio.Event()
         if not len(self._outbox):
             self._outbox_empty.set()
@@ -237,6 +241,8 @@ class NodeAgent:
                     capacity=self._capacity,
                     agents=list(self.config.agents),
                     running=[{"session_id": s, "attempt": a} for s, a in self._runs],
+                    capabilities=list(self.config.capabilities),
+                    models=list(self.config.models),
                 )
             )
             heartbeats = asyncio.create_task(self._heartbeats(), name="heartbeats")
@@ -282,6 +288,8 @@ class NodeAgent:
                     cpu=cpu,
                     mem=mem,
                     peak=self._stats.peak_running,
+                    free_memory_mb=self._load.free_memory_mb(),
+                    free_disk_mb=self._load.free_disk_mb(),
                 )
             )
             await asyncio.sleep(self._heartbeat_interval)

@@ -23,7 +23,13 @@ from executor_core.agents import (
     parse_command_agents,
 )
 from executor_core.agents.llm import LlmAgent, llm_config_from_env
-from executor_core.labels import LabelError, format_labels, node_name_error, parse_labels
+from executor_core.labels import (
+    LabelError,
+    format_labels,
+    names_error,
+    node_name_error,
+    parse_labels,
+)
 from executor_core.node import protocol
 from executor_core.node.agent import NodeAgent, NodeConfig
 from executor_core.node.connection import HubURLError, check_hub_url
@@ -59,6 +65,14 @@ def _labels(value: str) -> dict[str, str]:
         return parse_labels(value)
     except LabelError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _capabilities(value: str) -> tuple[str, ...]:
+    names = sorted({name.strip() for name in value.split(",") if name.strip()})
+    problem = names_error(names, what="capabilities")
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return tuple(names)
 
 
 def _capacity(value: str) -> int:
@@ -105,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_capacity,
         default=1,
         help=f"tasks run at once, 1-{protocol.MAX_CAPACITY} (default 1)",
+    )
+    parser.add_argument(
+        "--capabilities",
+        type=_capabilities,
+        default=(),
+        help="what this node offers, comma-separated (browser,gpu_inference): tasks that "
+        "require capabilities only go to nodes advertising all of them",
     )
     credentials = parser.add_mutually_exclusive_group()
     credentials.add_argument(
@@ -281,17 +302,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 labels=args.labels,
                 capacity=args.capacity,
                 agents=agents,
+                capabilities=args.capabilities,
                 heartbeat=args.heartbeat,
                 drain_timeout=args.drain_timeout,
                 max_backoff=args.max_backoff,
             )
             logger.info(
-                "node %s: capacity %d, agents %s (isolation %s), labels %s",
+                "node %s: capacity %d, agents %s (isolation %s), labels %s, capabilities %s",
                 config.name,
                 config.capacity,
                 ",".join(config.agents),
                 registry.isolation,
                 format_labels(config.labels) or "none",
+                ",".join(config.capabilities) or "none",
             )
             return asyncio.run(NodeAgent(config, registry, state).run())
     except (StateError, RegistrationError) as exc:

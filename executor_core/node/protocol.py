@@ -18,8 +18,14 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from executor_core import bounded_json
-from executor_core.labels import LabelError, node_name_error, validate_labels
-from executor_core.types import ExecutorError
+from executor_core.labels import (
+    MAX_NAMES,
+    LabelError,
+    names_error,
+    node_name_error,
+    validate_labels,
+)
+from executor_core.types import ExecutorError, model_name_error
 
 # 2: the hub's node.config (cordon, drain, capacity, labels) replaces drain, and the node
 # answers with node.state, its own view of itself.
@@ -46,6 +52,7 @@ MAX_ID_CHARS = 128  # session ids, agent ids
 MAX_CAPACITY = 1024
 MAX_AGENTS = 256
 MAX_DEPTH = 8  # the deepest frame (hello's running list) nests 3 levels
+MAX_MEGABYTES = 1 << 40
 
 # ProtocolError codes.
 FRAME_TOO_LARGE = "frame_too_large"
@@ -244,6 +251,38 @@ def _usage(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def _names(what: str) -> Validator:
+    def check(value: Any) -> list[str]:
+        problem = names_error(value, what=what)
+        if problem:
+            raise _Invalid(problem)
+        return sorted(set(value))
+
+    return check
+
+
+def _model(value: Any) -> str:
+    problem = model_name_error(value)
+    if problem:
+        raise _Invalid(problem)
+    return value
+
+
+def _models(value: Any) -> list[str]:
+    if not isinstance(value, list) or len(value) > MAX_NAMES:
+        raise _Invalid(f"must be a list of at most {MAX_NAMES} model names")
+    for i, item in enumerate(value):
+        if not item or (problem := model_name_error(item)):
+            raise _Invalid(f"item {i} {problem or 'must not be empty'}")
+    return sorted(set(value))
+
+
+def _megabytes(value: Any) -> int | None:
+    if value is None:
+        return None
+    return _integer(0, MAX_MEGABYTES)(value)
+
+
 # The one definition of every message: its sender and its fields, required unless optional.
 MESSAGES: Mapping[str, MessageSpec] = MappingProxyType(
     {
@@ -257,8 +296,14 @@ MESSAGES: Mapping[str, MessageSpec] = MappingProxyType(
                 "capacity": _integer(1, MAX_CAPACITY),
                 "agents": _text_list(MAX_AGENTS, MAX_ID_CHARS, name=True),
                 "running": _running_tasks,
+                "capabilities": _names("capabilities"),
+                "models": _models,
             },
+            optional={"capabilities": [], "models": []},
         ),
+        # ``cpu``: the node process's share of the host's CPU (its agents included);
+        # ``mem``, ``free_memory_mb``: the host's; ``free_disk_mb``: where the node keeps
+        # its state. Nodes that cannot tell leave the free figures null.
         "heartbeat": MessageSpec(
             NODE,
             {
@@ -266,7 +311,10 @@ MESSAGES: Mapping[str, MessageSpec] = MappingProxyType(
                 "cpu": _number(0, 100),
                 "mem": _number(0, 100),
                 "peak": _integer(0, MAX_CAPACITY),
+                "free_memory_mb": _megabytes,
+                "free_disk_mb": _megabytes,
             },
+            optional={"free_memory_mb": None, "free_disk_mb": None},
         ),
         "task.accepted": MessageSpec(NODE, {"session_id": _session_id, "attempt": _attempt}),
         "task.rejected": MessageSpec(
@@ -326,7 +374,9 @@ MESSAGES: Mapping[str, MessageSpec] = MappingProxyType(
                 "agent_id": _text(MAX_ID_CHARS, nonempty=True, name=True),
                 "input": _text(MAX_PAYLOAD_CHARS),
                 "attempt": _attempt,
+                "model": _model,  # the model the task asked for; "" for the agent's own
             },
+            optional={"model": ""},
         ),
         "task.cancel": MessageSpec(HUB, {"session_id": _session_id}),
         # What the hub's operators decided about this node; ``generation`` grows with each
@@ -421,8 +471,13 @@ def encode(type_: str, /, **fields: Any) -> str:
     if spec is None:
         raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {type_!r}")
     message = _validate(type_, fields, spec)
+    # An optional field at its default stays off the wire: a peer that predates it still
+    # takes the frame.
+    sent = {
+        k: v for k, v in message.fields.items() if k not in spec.optional or v != spec.optional[k]
+    }
     text = json.dumps(
-        {"type": type_, "v": PROTOCOL_VERSION, **message.fields},
+        {"type": type_, "v": PROTOCOL_VERSION, **sent},
         ensure_ascii=False,
         separators=(",", ":"),
         allow_nan=False,

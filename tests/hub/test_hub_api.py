@@ -154,6 +154,34 @@ TOO_BIG = "x" * (256 * 1024 + 1)
         ({"agent_id": "echo", "input": TOO_BIG}, "input", "limit is 262144 bytes"),
         ({"agent_id": "echo", "team": "bad team!"}, "team", "team name"),
         ({"agent_id": "echo", "input": "nul\x00byte"}, "input", "ull characters"),
+        ({"agent_id": "echo", "node": "Not_A_Node"}, "node", "DNS label"),
+        ({"agent_id": "echo", "prefer_labels": {"zone": "bad value!"}}, "prefer_labels", "value"),
+        ({"agent_id": "echo", "prefer_labels": ["zone=eu"]}, "prefer_labels", ""),
+        ({"agent_id": "echo", "capabilities": ["gpu inference"]}, "capabilities", "'-', '_'"),
+        ({"agent_id": "echo", "capabilities": "browser"}, "capabilities", ""),
+        (
+            {"agent_id": "echo", "capabilities": [f"c{i}" for i in range(65)]},
+            "capabilities",
+            "at most 64",
+        ),
+        (
+            {"agent_id": "echo", "resources": {"min_free_memory_mb": -1}},
+            "resources",
+            "min_free_memory_mb: must be a whole number",
+        ),
+        (
+            {"agent_id": "echo", "resources": {"max_cpu_percent": 150}},
+            "resources",
+            "max_cpu_percent: must be a number from 0 to 100",
+        ),
+        ({"agent_id": "echo", "resources": {"gpus": 1}}, "resources", "unknown keys gpus"),
+        ({"agent_id": "echo", "model": "two words"}, "model", "spaces"),
+        ({"agent_id": "echo", "priority": 10**7}, "priority", "whole number"),
+        ({"agent_id": "echo", "priority": "high"}, "priority", "integer"),
+        ({"agent_id": "echo", "max_wait": -1}, "max_wait", "from 0 up to 86400"),
+        ({"agent_id": "echo", "max_wait": 10**6}, "max_wait", "from 0 up to 86400"),
+        ({"agent_id": "echo", "timeout": 0}, "timeout", "above 0"),
+        ({"agent_id": "echo", "timeout": "soon"}, "timeout", "number"),
     ],
 )
 def test_every_bad_field_gets_a_400_naming_it_and_stores_nothing(
@@ -166,6 +194,44 @@ def test_every_bad_field_gets_a_400_naming_it_and_stores_nothing(
     assert field in body, body
     assert fragment in " ".join(body[field])
     assert db_state() == before
+
+
+def test_placement_fields_are_stored_and_shown(olga: APIClient) -> None:
+    payload = {
+        "agent_id": "echo",
+        "strategy": "golem",
+        "node": "gpu-1",
+        "prefer_labels": {"zone": "eu"},
+        "capabilities": ["browser", "gpu_inference"],
+        "resources": {"min_free_memory_mb": 512, "max_cpu_percent": 80},
+        "model": "llama3:8b",
+        "priority": 10,
+        "max_wait": 60,
+        "timeout": 5,
+    }
+    response = olga.post("/api/v1/tasks/", payload, format="json")
+    assert response.status_code == 201, response.json()
+    body = olga.get(f"/api/v1/tasks/{response.json()['session_id']}/").json()
+    assert body["pinned_node"] == "gpu-1" and body["node"] is None
+    assert body["prefer_labels"] == {"zone": "eu"}
+    assert body["capabilities"] == ["browser", "gpu_inference"]
+    assert body["resources"] == {"min_free_memory_mb": 512, "max_cpu_percent": 80.0}
+    assert (body["model"], body["priority"], body["max_wait"], body["timeout"]) == (
+        "llama3:8b",
+        10,
+        60.0,
+        5.0,
+    )
+    assert (body["waiting_reason"], body["wait_until"], body["placement"]) == ("", None, {})
+
+
+def test_a_team_keeps_a_default_max_wait(alice: APIClient) -> None:
+    created = alice.post("/api/v1/teams/", {"name": "slow", "max_wait": 120}, format="json")
+    assert created.status_code == 201 and created.json()["max_wait"] == 120.0
+    bad = alice.patch("/api/v1/teams/slow/", {"max_wait": -5}, format="json")
+    assert bad.status_code == 400 and "max_wait" in bad.json()
+    back = alice.patch("/api/v1/teams/slow/", {"max_wait": None}, format="json")
+    assert back.status_code == 200 and back.json()["max_wait"] is None
 
 
 def test_several_bad_fields_are_reported_together(olga: APIClient) -> None:

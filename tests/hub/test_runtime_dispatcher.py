@@ -66,7 +66,12 @@ async def bound(writer: GroupWriter) -> str:
 
 def request_for(session_id: str, attempt: int = 1) -> ExecuteRequest:
     return ExecuteRequest(
-        agent_id="echo", session_id=session_id, input="hello", strategy="golem", attempt=attempt
+        agent_id="echo",
+        session_id=session_id,
+        input="hello",
+        strategy="golem",
+        attempt=attempt,
+        model="gpt-4o-mini",
     )
 
 
@@ -88,6 +93,7 @@ async def test_it_sends_the_assignment_to_the_nodes_group_with_reply_to_and_atte
         "session_id": bound,
         "agent_id": "echo",
         "input": "hello",
+        "model": "gpt-4o-mini",
         "attempt": 1,
         "reply_to": CONTROL,
     }

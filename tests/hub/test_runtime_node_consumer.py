@@ -76,6 +76,8 @@ def hello(name: str = "n1", running: list[dict[str, Any]] | None = None) -> str:
         capacity=2,
         agents=["echo"],
         running=running or [],
+        capabilities=["browser"],
+        models=["llama3:8b"],
     )
 
 
@@ -88,7 +90,9 @@ def mark_silent(name: str) -> None:
     Node.objects.filter(name=name).update(healthy=False, status=Node.Status.NOT_READY)
 
 
-HEARTBEAT = frame("heartbeat", running=1, cpu=12.5, mem=40.0, peak=1)
+HEARTBEAT = frame(
+    "heartbeat", running=1, cpu=12.5, mem=40.0, peak=1, free_memory_mb=2048, free_disk_mb=9000
+)
 
 
 async def receive(communicator: WebsocketCommunicator) -> dict[str, Any]:
@@ -131,6 +135,10 @@ async def test_it_welcomes_a_node_that_says_hello_and_marks_it_ready(
         "1.0",
         {"zone": "a"},
     )
+    assert (node.capabilities, node.models) == (["browser"], ["llama3:8b"])
+    await runtime.scheduler.resync()
+    info = runtime.scheduler.cluster.node("n1")
+    assert (info.capabilities, info.models) == ({"browser"}, {"llama3:8b"})
 
 
 @pytest.mark.parametrize(
@@ -210,10 +218,14 @@ async def test_it_keeps_heartbeats_in_memory_until_the_reaper_writes_them(
     assert "n1" in runtime.heard and runtime.heard_since(5.0) == ["n1"]
     node = await runtime.write(node_row, "n1")
     assert node.cpu != 12.5  # not written per heartbeat
+    # The scheduler decides on the latest figures this process heard, written or not.
+    await runtime.scheduler.resync()
+    info = runtime.scheduler.cluster.node("n1")
+    assert (info.cpu_percent, info.free_memory_mb, info.free_disk_mb) == (12.5, 2048, 9000)
     await Reaper(runtime).tick()
     assert runtime.heartbeats == {}
     node = await runtime.write(node_row, "n1")
-    assert (node.cpu, node.mem) == (12.5, 40.0)
+    assert (node.cpu, node.mem, node.free_memory_mb, node.free_disk_mb) == (12.5, 40.0, 2048, 9000)
 
 
 async def test_it_refuses_a_report_on_a_task_not_assigned_to_this_node(

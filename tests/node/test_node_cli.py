@@ -43,6 +43,11 @@ BAD_FLAGS = [
     ([*HUB, "--name", "n1", "--capacity", "two", "--token", "t"], "must be an integer"),
     ([*HUB, "--name", "n1", "--agents", "echo,nope", "--token", "t"], "unknown agent(s) nope"),
     ([*HUB, "--name", "n1", "--agents", " , ", "--token", "t"], "name at least one agent"),
+    ([*HUB, "--name", "n1", "--capabilities", "gpu inference", "--token", "t"], "'-', '_'"),
+    (
+        [*HUB, "--name", "n1", "--capabilities", ",".join(f"c{i}" for i in range(65))],
+        "at most 64 names",
+    ),
     ([*HUB, "--name", "n1", "--heartbeat", "0", "--token", "t"], "must be more than 0"),
     ([*HUB, "--name", "n1", "--drain-timeout", "-1", "--token", "t"], "must be 0 and at most"),
     ([*HUB, "--name", "n1", "--max-backoff", "soon", "--token", "t"], "expected seconds"),

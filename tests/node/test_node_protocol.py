@@ -19,8 +19,17 @@ VALID: dict[str, dict[str, Any]] = {
         "capacity": 4,
         "agents": ["echo", "sleep"],
         "running": [{"session_id": "s1", "attempt": 2}],
+        "capabilities": ["browser", "gpu_inference"],
+        "models": ["gpt-4o-mini", "org/llama3:8b"],
     },
-    "heartbeat": {"running": 1, "cpu": 12.5, "mem": 40, "peak": 3},
+    "heartbeat": {
+        "running": 1,
+        "cpu": 12.5,
+        "mem": 40,
+        "peak": 3,
+        "free_memory_mb": 2048,
+        "free_disk_mb": 10000,
+    },
     "task.accepted": {"session_id": "s1", "attempt": 1},
     "task.rejected": {"session_id": "s1", "attempt": 1, "reason": "at capacity"},
     "task.progress": {"session_id": "s1", "pct": 100, "message": ""},
@@ -35,7 +44,13 @@ VALID: dict[str, dict[str, Any]] = {
     },
     "draining": {},
     "welcome": {"node": "gpu-1", "heartbeat_interval": 5},
-    "task.assign": {"session_id": "s1", "agent_id": "echo", "input": "hi", "attempt": 1},
+    "task.assign": {
+        "session_id": "s1",
+        "agent_id": "echo",
+        "input": "hi",
+        "attempt": 1,
+        "model": "gpt-4o-mini",
+    },
     "task.cancel": {"session_id": "s1"},
     "node.config": {
         "generation": 3,
@@ -82,9 +97,22 @@ def test_every_message_round_trips(type_: str) -> None:
     }
 
 
-def test_an_optional_field_left_out_takes_its_default() -> None:
-    message = parse_frame(frame("task.finished", usage=...), direction="node")
-    assert message["usage"] == {}
+@pytest.mark.parametrize(
+    ("type_", "left_out", "default"),
+    [
+        ("hello", "capabilities", []),
+        ("hello", "models", []),
+        ("heartbeat", "free_memory_mb", None),
+        ("heartbeat", "free_disk_mb", None),
+        ("task.assign", "model", ""),
+        ("task.finished", "usage", {}),
+    ],
+)
+def test_an_optional_field_left_out_takes_its_default(
+    type_: str, left_out: str, default: Any
+) -> None:
+    message = parse_frame(frame(type_, **{left_out: ...}), direction=sender(type_))
+    assert message[left_out] == default
 
 
 def test_an_encoded_frame_carries_type_and_version() -> None:
@@ -121,6 +149,12 @@ ERRORS = [
     (frame("hello", capacity=...), N, protocol.MISSING_FIELD, "hello: missing field 'capacity'"),
     (frame("ack", attempt=...), H, protocol.MISSING_FIELD, "ack: missing field 'attempt'"),
     (frame("draining", force=True), N, protocol.UNEXPECTED_FIELD, "unexpected field 'force'"),
+    (frame("hello", capabilities="gpu"), N, INVALID, "capabilities must be a list of names"),
+    (frame("hello", capabilities=["a b"]), N, INVALID, "'-', '_' or '.' inside"),
+    (frame("hello", capabilities=[f"c{i}" for i in range(65)]), N, INVALID, "at most 64"),
+    (frame("hello", models=["two words"]), N, INVALID, "hello.models item 0 must not contain"),
+    (frame("heartbeat", free_memory_mb=-1), N, INVALID, "free_memory_mb must be between"),
+    (frame("task.assign", model="a b"), H, INVALID, "task.assign.model must not contain"),
     (frame("task.accepted", node="x"), N, protocol.UNEXPECTED_FIELD, "field 'node'"),
     # hello
     (frame("hello", name="GPU_1"), N, INVALID, "hello.name must be a DNS label"),

@@ -22,8 +22,19 @@ async def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT)
     return value
 
 
-async def test_it_says_hello_with_its_labels_capacity_and_agents(fake_hub: FakeHub, spawn_node):
-    spawn_node(fake_hub, "--labels", "zone=eu,gpu=a100", "--agents", "echo,sleep", capacity=3)
+async def test_it_says_hello_with_its_labels_capacity_agents_and_capabilities(
+    fake_hub: FakeHub, spawn_node
+):
+    spawn_node(
+        fake_hub,
+        "--labels",
+        "zone=eu,gpu=a100",
+        "--agents",
+        "echo,sleep",
+        "--capabilities",
+        "gpu_inference,browser",
+        capacity=3,
+    )
     hello = await fake_hub.wait_connected()
     assert dict(hello.fields) == {
         "name": "n1",
@@ -32,6 +43,8 @@ async def test_it_says_hello_with_its_labels_capacity_and_agents(fake_hub: FakeH
         "capacity": 3,
         "agents": ["echo", "sleep"],
         "running": [],
+        "capabilities": ["browser", "gpu_inference"],
+        "models": [],
     }
     headers = fake_hub.handshakes[-1]
     assert headers["Authorization"] == "Bearer node-token-123"
@@ -39,6 +52,8 @@ async def test_it_says_hello_with_its_labels_capacity_and_agents(fake_hub: FakeH
     beat = await fake_hub.wait_for("heartbeat")
     assert beat["running"] == 0 and beat["peak"] == 0
     assert 0 <= beat["cpu"] <= 100 and 0 < beat["mem"] <= 100
+    # Host-wide free memory, free disk where the node keeps its state.
+    assert beat["free_memory_mb"] > 0 and beat["free_disk_mb"] > 0
 
 
 async def test_it_runs_echo_and_reports_the_output(fake_hub: FakeHub, spawn_node):

@@ -183,7 +183,15 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
     # Node → hub --------------------------------------------------------------------------
 
     async def on_hello(
-        self, name: str, version: str, labels: dict, capacity: int, agents: list, running: list
+        self,
+        name: str,
+        version: str,
+        labels: dict,
+        capacity: int,
+        agents: list,
+        running: list,
+        capabilities: list,
+        models: list,
     ) -> None:
         if name != self.node_name:
             await self.reject("wrong_node", f"this token belongs to node {self.node_name!r}")
@@ -201,6 +209,8 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
             labels=labels,
             capacity=capacity,
             agents=agents,
+            capabilities=capabilities,
+            models=models,
         )
         self.hello_done = True
         await self.send_frame(
@@ -225,16 +235,24 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
         await asyncio.sleep(RECONCILE_DELAY)
         await self.runtime.write(_fail_missing, self.node_name, missing, hello_at)
 
-    def on_heartbeat(self, running: int, cpu: float, mem: float, peak: int = 0) -> None:
+    def on_heartbeat(
+        self,
+        running: int,
+        cpu: float,
+        mem: float,
+        peak: int = 0,
+        free_memory_mb: int | None = None,
+        free_disk_mb: int | None = None,
+    ) -> None:
         # Channel-layer groups forget their members after a day: renew ours now and then.
         if time.monotonic() - self.group_joined_at > GROUP_RENEW_EVERY:
             self.group_joined_at = time.monotonic()
             self.runtime.spawn(
                 self.channel_layer.group_add(node_group(self.node_name), self.channel_name)
             )
-        self.runtime.note_heartbeat(
-            self.node_name, {"time": timezone.now(), "running": running, "cpu": cpu, "mem": mem}
-        )
+        beat = {"time": timezone.now(), "running": running, "cpu": cpu, "mem": mem}
+        beat.update(free_memory_mb=free_memory_mb, free_disk_mb=free_disk_mb)
+        self.runtime.note_heartbeat(self.node_name, beat)
 
     # Reports are queued on the ordered writer and answered from a follow-up task, so a busy
     # database never stalls this socket: heartbeats behind a slow write would make a healthy
@@ -367,6 +385,7 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
                 agent_id=event["agent_id"],
                 input=event["input"],
                 attempt=event["attempt"],
+                model=event.get("model", ""),
             )
         except protocol.ProtocolError as exc:  # e.g. an input that encodes past the frame limit
             await self.runtime.resolve_dispatch(

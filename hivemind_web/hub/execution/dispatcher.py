@@ -76,6 +76,7 @@ class NodeDispatcher:
                     "agent_id": request.agent_id,
                     "input": request.input,
                     "attempt": attempt,
+                    "model": request.model,
                     "reply_to": self.reply_to(),
                 },
             )

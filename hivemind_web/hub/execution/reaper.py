@@ -20,6 +20,7 @@ from hivemind_web.hub.services import nodes as node_services
 from hivemind_web.hub.services.hub import fallback_mode_enabled
 from hivemind_web.hub.services.orchestrator import tasks_fail_each
 from hivemind_web.hub.services.tasks import task_unbind
+from hivemind_web.hub.services.timeouts import tasks_time_out
 
 if TYPE_CHECKING:
     from hivemind_web.hub.execution.runtime import Runtime
@@ -143,8 +144,10 @@ class Reaper:
                 silent_since=now - timedelta(seconds=grace),
                 heard=rt.heard_since(grace),
             )
-        # Tasks that waited past their time fall back (any hub's: each is claimed once).
+        # Tasks that waited past their time fall back (any hub's: each is claimed once);
+        # runs past their timeout fail "timed out".
         await rt.wait_queue.expire()
+        await rt.writer.run(tasks_time_out)
         if up_for > cfg["LOST_AFTER"]:
             await rt.writer.run(
                 node_services.node_fail_lost_tasks,

@@ -132,6 +132,7 @@ def request_of(spec: AttemptSpec) -> ExecuteRequest:
         affinity_policy=spec.affinity,
         attempt=spec.attempt,
         excluded_nodes=frozenset(spec.excluded_nodes),
+        fallback_reason=spec.fallback_reason,
         node=spec.node,
         prefer_labels=spec.prefer_labels,
         capabilities=frozenset(spec.capabilities),
@@ -313,6 +314,9 @@ class Runtime:
     def note_heartbeat(self, node: str, beat: dict[str, Any]) -> None:
         self.heartbeats[node] = beat
         self.heard[node] = time.monotonic()
+        self.scheduler.note_resources(
+            node, beat["cpu"], beat.get("free_memory_mb"), beat.get("free_disk_mb")
+        )
 
     def heard_since(self, seconds_ago: float) -> list[str]:
         """Nodes this process heard from within the last ``seconds_ago`` seconds."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from django.db.models import F
@@ -85,10 +86,12 @@ def mark_running_many(calls: Calls) -> list[bool]:
             )
         if ok:
             task.status, task.started_at, task.updated_at = RUNNING, now, now
+            if task.timeout:
+                task.timeout_at = now + timedelta(seconds=task.timeout)
             changed.append(task)
             started.append((task, "started", None, {"node": node_name, "attempt": task.attempts}))
         results.append(bool(ok))
-    _save(changed, ["status", "started_at", "owner", "route"])
+    _save(changed, ["status", "started_at", "owner", "route", "timeout_at"])
     attempts_update([(t.pk, t.attempts) for t in changed], status="running", started_at=now)
     events.task_events(started)
     return results

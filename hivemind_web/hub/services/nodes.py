@@ -127,6 +127,8 @@ def node_connected(
     labels: Mapping[str, str],
     capacity: int,
     agents: Iterable[str],
+    capabilities: Iterable[str] = (),
+    models: Iterable[str] = (),
 ) -> Node:
     """A node said hello: it is healthy, and what it declares about itself is recorded.
 
@@ -138,7 +140,8 @@ def node_connected(
     node.last_heartbeat = timezone.now()
     node.version = version[:64]
     node.agents = sorted(set(agents))
-    fields = ["healthy", "last_heartbeat", "version", "agents"]
+    node.capabilities, node.models = sorted(set(capabilities)), sorted(set(models))
+    fields = ["healthy", "last_heartbeat", "version", "agents", "capabilities", "models"]
     if node.self_draining:  # it shut down and came back: the drain it asked for is over
         node.self_draining = node.draining = False
         fields += ["self_draining", "draining"]
@@ -171,19 +174,20 @@ def node_flush_heartbeats(
     if not beats and not samples:
         return
     with transaction.atomic():
+        changed = ["last_heartbeat", "cpu", "mem", "free_memory_mb", "free_disk_mb"]
         nodes = list(
-            Node.objects.filter(name__in=list(beats)).only(
-                "id", "name", "healthy", "last_heartbeat", "cpu", "mem"
-            )
+            Node.objects.filter(name__in=list(beats)).only("id", "name", "healthy", *changed)
         )
         revived = []
         for node in nodes:
             beat = beats[node.name]
             node.last_heartbeat, node.cpu, node.mem = beat["time"], beat["cpu"], beat["mem"]
+            node.free_memory_mb = beat.get("free_memory_mb")
+            node.free_disk_mb = beat.get("free_disk_mb")
             if not node.healthy:  # back within the lost window: ready again at once
                 revived.append(node)
         if nodes:
-            set_fields(nodes, ["last_heartbeat", "cpu", "mem"])
+            set_fields(nodes, changed)
         for node in revived:
             node.refresh_from_db()  # the whole row, to show it (rare: a node came back)
             node.healthy = True
