@@ -81,6 +81,57 @@ def test_each_bad_field_gets_its_own_message_and_nothing_is_stored(
     assert stored() == (0, 0, 0)
 
 
+def test_the_placement_fields_are_stored(olga: Client) -> None:
+    response = olga.post(
+        "/tasks/new/",
+        {
+            **GOOD,
+            "node": "gpu-1",
+            "prefer_labels": "zone=eu",
+            "capabilities": "browser, gpu_inference",
+            "min_free_memory_mb": "512",
+            "max_cpu_percent": "80",
+            "model": "llama3:8b",
+            "priority": "5",
+            "max_wait": "60",
+            "timeout": "10",
+        },
+    )
+    assert response.status_code == 302
+    task = Task.objects.get()
+    assert (task.pinned_node, task.prefer_labels, task.capabilities) == (
+        "gpu-1",
+        {"zone": "eu"},
+        ["browser", "gpu_inference"],
+    )
+    assert task.resources == {"min_free_memory_mb": 512, "max_cpu_percent": 80.0}
+    assert (task.model, task.priority, task.max_wait, task.timeout) == ("llama3:8b", 5, 60, 10)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"node": "Not_A_Node"}, {"node": "DNS label"}),
+        ({"prefer_labels": "zone"}, {"prefer_labels": "key=value"}),
+        ({"capabilities": "gpu inference"}, {"capabilities": "alphanumeric at both ends"}),
+        ({"max_cpu_percent": "150"}, {"max_cpu_percent": "from 0 to 100"}),
+        ({"min_free_memory_mb": "-1"}, {"min_free_memory_mb": "megabytes"}),
+        ({"max_wait": "-3", "timeout": "0"}, {"max_wait": "from 0", "timeout": "above 0"}),
+        ({"model": "two words"}, {"model": "spaces"}),
+    ],
+)
+def test_bad_placement_fields_get_their_own_messages(
+    olga: Client, changes: dict[str, str], expected: dict[str, str]
+) -> None:
+    response = olga.post("/tasks/new/", {**GOOD, **changes})
+    assert response.status_code == 400
+    errors = errors_of(response.content.decode())
+    assert set(errors) == set(expected), errors
+    for field, fragment in expected.items():
+        assert fragment in errors[field]
+    assert stored() == (0, 0, 0)
+
+
 def test_entered_values_are_kept_after_an_error(olga: Client) -> None:
     html = olga.post("/tasks/new/", {**GOOD, "node_selector": "zone"}).content.decode()
     assert ">\n2</textarea>" in html and 'value="red"' in html

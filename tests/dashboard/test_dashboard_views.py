@@ -8,7 +8,8 @@ import pytest
 from django.test import Client
 
 from hivemind_web.hub.models import HubSetting, Node, Task, TaskEvent
-from hivemind_web.hub.services import submission
+from hivemind_web.hub.services import nodes as node_services
+from hivemind_web.hub.services import submission, waiting
 from hivemind_web.hub.services import tasks as task_services
 
 pytestmark = pytest.mark.django_db
@@ -64,6 +65,58 @@ def test_a_finished_task_offers_no_buttons(olga: Client, task: Task) -> None:
     task_services.task_cancel(session_id=task.session_id, actor="test")
     html = olga.get(f"/tasks/{task.session_id}/live/").content.decode()
     assert ">Cancel<" not in html and "cancelled" in html
+
+
+def test_the_task_page_shows_the_placement_record_as_a_table(
+    bob: Client, task: Task, node: Node
+) -> None:
+    record = {
+        "evaluated": 3,
+        "feasible": 2,
+        "rejected": {"at capacity": 1},
+        "candidates": [
+            {
+                "node": node.name,
+                "total": 0.9,
+                "scores": {"least_loaded": 0.8, "prefer_labels": 0.1},
+            },
+            {"node": "other", "total": 0.5, "scores": {"least_loaded": 0.5}},
+        ],
+        "chosen": node.name,
+        "summary": f"best of 2 feasible nodes: {node.name}",
+    }
+    node_services.node_connected(
+        name=node.name, version="1", labels=node.labels, capacity=2, agents=["echo"]
+    )
+    task_services.task_mark_routed(
+        session_id=str(task.session_id), attempt=1, route="golem", reason="requested golem"
+    )
+    bound = task_services.task_bind(
+        session_id=str(task.session_id), attempt=1, node_name=node.name, record=record
+    )
+    assert bound is True, bound
+    html = bob.get(f"/tasks/{task.session_id}/live/").content.decode()
+    assert "2 of 3 nodes evaluated were feasible" in html
+    assert '<table class="placement-table">' in html
+    assert "least_loaded 0.8" in html and "prefer_labels 0.1" in html
+    assert "Rejected: 1 at capacity." in html
+    api = bob.get(f"/api/v1/tasks/{task.session_id}/").json()["placement"]
+    assert api["feasible"] == 2 and api["candidates"][0]["scores"]["least_loaded"] == 0.8
+
+
+def test_a_waiting_task_shows_why_it_waits(bob: Client, task: Task) -> None:
+    task_services.task_mark_routed(
+        session_id=str(task.session_id), attempt=1, route="golem", reason="requested golem"
+    )
+    waiting.task_park(
+        session_id=str(task.session_id),
+        attempt=1,
+        reason="0/3 nodes available: 3 at capacity",
+        max_wait=30,
+    )
+    html = bob.get(f"/tasks/{task.session_id}/live/").content.decode()
+    assert "Waiting for a node:</strong> 0/3 nodes available: 3 at capacity" in html
+    assert 'data-kind="waiting"' in html
 
 
 def test_the_timeline_names_who_did_what(olga: Client, task: Task) -> None:

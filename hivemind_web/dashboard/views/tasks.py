@@ -20,7 +20,7 @@ from hivemind_web.dashboard.views.common import (
 )
 from hivemind_web.hub.api.permissions import CONTROL, SUBMIT, VIEW
 from hivemind_web.hub.models import Task
-from hivemind_web.hub.selectors import current_usage
+from hivemind_web.hub.selectors import current_usage, latest_placement
 from hivemind_web.hub.services import submission
 from hivemind_web.hub.services import tasks as task_services
 from hivemind_web.hub.services.errors import NotFound, ServiceValidationError, TransitionError
@@ -62,12 +62,11 @@ def _task_or_404(session_id: Any) -> Task:
 
 def _task_context(task: Task) -> dict[str, Any]:
     events = list(selectors.task_events(task))
-    # The scheduler's own word on the latest placement ("why this node").
-    placed = [e.data.get("placement") for e in events if e.kind == "scheduled"]
+    # The scheduler's record of the latest decision: why this node, or why none.
     return {
         "task": task,
         "events": events,
-        "placement": placed[-1] if placed else "",
+        "placement": latest_placement(task),
         "usage": current_usage(task),
         "max_log_lines": settings.HIVEMIND["MAX_LOG_LINES"],
     }
