@@ -44,6 +44,7 @@ ERR_NOT_A_STRING = "agent {agent_id!r} returned {type}, expected str"
 ERR_CANCELLED = "cancelled"
 FALLBACK_SCHEDULING = "scheduling failed: {reason}"
 FALLBACK_DISPATCH = "node {node} did not accept the task: {reason}"
+WITHDRAWN = "withdrawn"  # a queued local run taken out to run elsewhere
 
 __all__ = [
     "DispatchError",
@@ -102,7 +103,8 @@ async def _maybe_await(value: Any) -> Any:
 class _LocalRun:
     request: ExecuteRequest
     ctx: AgentContext
-    slot: asyncio.Future[bool] | None = None  # set while queued: True = go, False = cancelled
+    # Set while queued: True = go, False = cancelled, WITHDRAWN = it runs elsewhere.
+    slot: asyncio.Future[Any] | None = None
     task: asyncio.Task[Any] | None = None
 
 
@@ -166,9 +168,26 @@ class LocalExecutor:
         run = _LocalRun(request, self._context(request))
         if len(self._running) < self._concurrency:
             self._running[sid] = run
-        elif not await self._wait_for_slot(run):
-            return self._finish(self._cancelled(request))
+        else:
+            slot = await self._wait_for_slot(run)
+            if slot is WITHDRAWN:
+                return self._result(request, TaskStatus.PENDING, details={"withdrawn": True})
+            if not slot:
+                return self._finish(self._cancelled(request))
         return await self._run(run)
+
+    def is_queued(self, session_id: str) -> bool:
+        """True while the run waits for a slot (it has not started)."""
+        return session_id in self._queued
+
+    def withdraw(self, session_id: str) -> bool:
+        """Take a run that has not started out of the queue, to run elsewhere: its
+        ``execute`` returns a ``pending`` result. False when it is not queued here."""
+        run = self._queued.pop(session_id, None)
+        if run is None or run.slot is None or run.slot.done():
+            return False
+        run.slot.set_result(WITHDRAWN)
+        return True
 
     def cancel(self, session_id: str) -> bool:
         """Cancel a queued or running run; False when the session is not here."""
@@ -195,8 +214,9 @@ class LocalExecutor:
             on_log=lambda lines: observer.on_log(sid, lines),
         )
 
-    async def _wait_for_slot(self, run: _LocalRun) -> bool:
-        """Queue ``run`` until a slot is handed over (True) or it is cancelled (False)."""
+    async def _wait_for_slot(self, run: _LocalRun) -> Any:
+        """Queue ``run`` until a slot is handed over (True), it is cancelled (False) or
+        withdrawn (WITHDRAWN)."""
         if len(self._queued) >= self._queue_limit:
             raise AtCapacityError(
                 ERR_AT_CAPACITY.format(queued=len(self._queued), limit=self._queue_limit)

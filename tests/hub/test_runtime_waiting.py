@@ -35,7 +35,7 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 @pytest.fixture
 async def runtime(monkeypatch: pytest.MonkeyPatch, settings: Any) -> AsyncIterator[Runtime]:
     monkeypatch.setattr(reaper_module, "TICK", 3600.0)  # the tests expire deadlines themselves
-    settings.HIVEMIND = {**settings.HIVEMIND, "ASSIGN_TIMEOUT": 60.0}
+    settings.HIVEMIND = {**settings.HIVEMIND, "ASSIGN_TIMEOUT": 60.0, "LOCAL_CONCURRENCY": 1}
     reset_runtime()
     layer = get_channel_layer()
     await layer.flush()
@@ -214,3 +214,21 @@ async def test_two_claims_of_one_waiting_task_place_it_once(runtime: Runtime) ->
     assert lost == NOT_WAITING
     assert [(await runtime.write(node_row, n)).running for n in ("n1", "n2")] == [1, 0]
     assert await check(runtime, on_node, sid) == "n1"
+
+
+async def test_an_auto_task_queued_locally_goes_to_a_node_that_frees_up(
+    runtime: Runtime,
+) -> None:
+    busy = await full_node(runtime)
+    # The hub's one local slot is taken, so the auto task queues behind it.
+    await runtime.write(submit, agent_id="sleep", input="5", strategy="local")
+    await eventually(lambda: runtime.local.running == 1)
+    sid = await runtime.write(submit, strategy="auto")
+    await eventually(lambda: runtime.local.queued == 1)
+    assert sid in runtime.wait_queue.offerable
+    await free(runtime, busy)
+    await eventually(lambda: runtime.wait_queue.placed == 1)
+    assert await check(runtime, on_node, sid) == "n1"
+    assert runtime.local.queued == 0 and sid not in runtime.wait_queue.offerable
+    task = await runtime.write(task_row, sid)
+    assert task.route_reason == "auto: a node freed up while it waited in the local queue"

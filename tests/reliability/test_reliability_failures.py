@@ -54,7 +54,10 @@ def test_a_retry_never_goes_back_to_the_node_that_lost_the_task(
     only = node_factory(hub, "only", capacity=2)
     only.wait_ready(token)
     create_team(hub, token, "again", "retry")
-    task = submit(hub, token, agent_id="sleep", input="3", strategy="golem", team="again")
+    # max_wait 0: with its only node excluded, the retry falls back at once.
+    task = submit(
+        hub, token, agent_id="sleep", input="3", strategy="golem", team="again", max_wait=0
+    )
     wait_task(hub, token, task["session_id"], "running")
     only.kill()
     # The node comes back under the same name after the task was declared lost.
@@ -148,14 +151,23 @@ def test_a_draining_node_takes_no_work_and_shows_draining_until_its_tasks_end(
     wait_task(hub, token, task["session_id"], "running")
     status, body = hub.api("POST", "/api/v1/nodes/busy/drain/", token=token)
     assert (status, body["status"]) == (200, "draining")
-    other = submit(hub, token, agent_id="echo", input="x", strategy="golem")
+    other = submit(hub, token, agent_id="echo", input="x", strategy="golem", max_wait=0)
     assert wait_task(hub, token, other["session_id"], "succeeded")["route"] == "local"
+    # Allowed to wait, a task waits for the drained node's successor rather than going local.
+    patient = submit(hub, token, agent_id="echo", input="y", strategy="golem", max_wait=60)
+    reason = wait_for(
+        lambda: get_task(hub, token, patient["session_id"])["waiting_reason"],
+        timeout=10,
+        what="the task waiting for a node",
+    )
+    assert reason == "0/1 nodes available: 1 cordoned"
     wait_task(hub, token, task["session_id"], "succeeded", timeout=20)
     wait_for(
         lambda: node_status(hub, token, "busy") == "cordoned",
         timeout=10,
         what="a drained node staying cordoned",
     )
+    assert get_task(hub, token, patient["session_id"])["status"] == "pending"  # still waiting
 
 
 def test_an_assignment_nobody_accepts_falls_back_to_local(hub_factory: Any) -> None:

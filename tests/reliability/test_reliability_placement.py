@@ -92,6 +92,7 @@ def test_require_spread_puts_each_member_on_its_own_node_and_the_extra_one_local
             strategy="golem",
             team="spread-hard",
             affinity="require_spread",
+            max_wait=0,  # the Go package's immediate fallback: no waiting for a member to end
         )
         for _ in range(4)
     ]

@@ -188,6 +188,8 @@ class Runtime:
             place=lambda spec, placement: self.spawn(self.run_placed(spec, placement)),
             fall_back=lambda spec: self.spawn(self.run_fallback(spec)),
             spawn=self.spawn,
+            local=self.local,
+            requeue=lambda spec: self.spawn(self._guarded(spec, self.run_local(spec))),
         )
         self.scheduler.on_resync = self.wait_queue.room_maybe
         self.fallback = LocalFallback(self.writer, self.local, self.wait_queue.records)
@@ -441,7 +443,21 @@ class Runtime:
         )
         if not routed:
             return  # cancelled or superseded while being routed, or another hub has it
+        if executor is self.local and request.strategy == ExecutionStrategy.AUTO:
+            await self.run_local(spec)
+            return
         await self._carry(spec, executor.execute(request))
+
+    async def run_local(self, spec: AttemptSpec) -> None:
+        """An auto attempt routed locally: while it waits for a local slot, a node that frees
+        up may take it instead (the wait queue withdraws it from the local queue)."""
+        offerable = self.wait_queue.offerable
+        offerable[spec.session_id] = spec
+        try:
+            await self._carry(spec, self.local.execute(request_of(spec)))
+        finally:
+            if offerable.get(spec.session_id) is spec:
+                del offerable[spec.session_id]
 
     async def _finish(
         self,

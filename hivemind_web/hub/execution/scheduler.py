@@ -294,6 +294,35 @@ class HubScheduler:
                     self.wake()  # our picture of that node was stale
         return won
 
+    async def bind_decided(
+        self, request: ScheduleRequest, placement: Placement, route_reason: str
+    ) -> bool:
+        """Bind an attempt routed elsewhere (an auto run queued locally) to the node decided
+        for it (``cluster.place`` already counted the slot); False when it was not won."""
+        sid = request.session_id
+        self._binding[sid] = (placement.node, self.writer.seq)
+        self.index.add(placement.node, sid, request.team_id)
+        outcome: Any = False
+        try:
+            outcome = await self.writer.run(
+                task_bind,
+                session_id=sid,
+                attempt=request.attempt,
+                node_name=placement.node,
+                reason=placement.reason,
+                score=placement.score,
+                record=placement.record.to_dict() if placement.record else None,
+                route_reason=route_reason,
+            )
+        finally:
+            self._binding.pop(sid, None)
+            if outcome is not True:
+                self.cluster.release(sid)
+                self.index.remove(sid)
+                if outcome == BIND_NODE_FULL:
+                    self.wake()
+        return outcome is True
+
     def release(self, session_id: str) -> None:
         """The session's slot is free again (its attempt ended or was moved)."""
         self.cluster.release(session_id)

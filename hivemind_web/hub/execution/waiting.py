@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from executor_core.executors import build_schedule_request
+from executor_core.executors import LocalExecutor, build_schedule_request
 from executor_core.index import NodeTaskIndex
 from executor_core.scheduling import Placement, ScheduleRequest, SchedulingError
 from executor_core.types import ExecuteRequest, ExecutionResult, TaskStatus
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # selector, a busy pinned node) must not hide the ones behind them that fit.
 LOOKAHEAD = 64
 MAX_HEADS = 500
+OFFERED = "auto: a node freed up while it waited in the local queue"
 
 
 class WaitQueue:
@@ -51,6 +52,8 @@ class WaitQueue:
         place: Callable[[AttemptSpec, Placement], None],
         fall_back: Callable[[AttemptSpec], None],
         spawn: Callable[[Any], Any],
+        local: LocalExecutor | None = None,
+        requeue: Callable[[AttemptSpec], None] | None = None,
     ) -> None:
         self.writer = writer
         self.scheduler = scheduler
@@ -60,6 +63,11 @@ class WaitQueue:
         self.place = place
         self.fall_back = fall_back
         self.spawn = spawn
+        # Auto attempts waiting in the local executor's queue: offered to a node that frees
+        # up before they get a local slot (``requeue`` puts back one whose bind was lost).
+        self.local = local
+        self.requeue = requeue
+        self.offerable: dict[str, AttemptSpec] = {}
         # The scheduler's account of decisions that fell back at once, for the local
         # fallback to keep on the attempt (no extra write).
         self.records: dict[str, dict[str, Any]] = {}
@@ -99,8 +107,17 @@ class WaitQueue:
 
     def room_maybe(self) -> None:
         """After a resync: fill what the new picture shows free, if anything waits."""
-        if self.scheduler.waiting > 0 and self.scheduler.free_slots() > 0:
+        if self._anything_waits() and self.scheduler.free_slots() > 0:
             self.wake()
+
+    def _anything_waits(self) -> bool:
+        return self.scheduler.waiting > 0 or bool(self.offerable)
+
+    def _queued_locally(self) -> list[AttemptSpec]:
+        local = self.local
+        if local is None:
+            return []
+        return [spec for sid, spec in self.offerable.items() if local.is_queued(sid)]
 
     def wake(self) -> None:
         """Room may have appeared. Loop thread only; wake-ups during a fill coalesce."""
@@ -126,15 +143,22 @@ class WaitQueue:
     async def _fill(self) -> None:
         await self.scheduler.ready()
         free = self.scheduler.free_slots()
-        if free <= 0 or self.scheduler.waiting <= 0:
+        if free <= 0 or not self._anything_waits():
             return
-        limit = min(MAX_HEADS, free + LOOKAHEAD)
-        heads = await self.writer.run(waiting_heads, limit=limit)
-        if not heads:
-            self.scheduler.waiting = 0
-            return
+        heads: list[tuple[AttemptSpec, Any]] = []
+        if self.scheduler.waiting > 0:
+            limit = min(MAX_HEADS, free + LOOKAHEAD)
+            heads = await self.writer.run(waiting_heads, limit=limit)
+            if not heads:
+                self.scheduler.waiting = 0
+        # Highest priority first; within one, runs queued locally (they already waited for a
+        # local slot), then the queue's order (oldest first).
+        queued = self._queued_locally()
+        candidates = [(spec, True) for spec in queued] + [(spec, False) for spec, _ in heads]
+        candidates.sort(key=lambda item: -item[0].priority)  # stable: keeps the orders above
         decided: list[tuple[ScheduleRequest, Placement]] = []
-        for spec, _created in heads:
+        offered: list[tuple[AttemptSpec, ScheduleRequest, Placement]] = []
+        for spec, local in candidates:
             if free <= 0:
                 break
             request = build_schedule_request(self.request_of(spec), self.index)
@@ -142,16 +166,30 @@ class WaitQueue:
                 placement = self.scheduler.cluster.place(request)
             except SchedulingError:
                 continue  # fits no free node: the ones behind it may
-            decided.append((request, placement))
+            if local:
+                if self.local is None or not self.local.withdraw(spec.session_id):
+                    self.scheduler.cluster.release(spec.session_id)  # it started meanwhile
+                    continue
+                offered.append((spec, request, placement))
+            else:
+                decided.append((request, placement))
             free -= 1
-        if not decided:
-            return
-        won = await self.scheduler.claim(decided, self.owner)
-        self.scheduler.waiting = max(0, self.scheduler.waiting - len(won))
-        self.placed += len(won)
-        for _request, placement, spec in won:
-            self.place(spec, placement)
-        if won and self.scheduler.free_slots() > 0:
+        placed = 0
+        for spec, request, placement in offered:
+            self.offerable.pop(spec.session_id, None)
+            if await self.scheduler.bind_decided(request, placement, OFFERED):
+                self.place(spec, placement)
+                placed += 1
+            elif self.requeue is not None:
+                self.requeue(spec)  # lost the node: back to the local queue
+        if decided:
+            won = await self.scheduler.claim(decided, self.owner)
+            self.scheduler.waiting = max(0, self.scheduler.waiting - len(won))
+            for _request, placement, spec in won:
+                self.place(spec, placement)
+            placed += len(won)
+        self.placed += placed
+        if placed and self.scheduler.free_slots() > 0:
             self._again = True  # more may fit
 
     # -- deadlines --------------------------------------------------------------------------

@@ -174,6 +174,8 @@ def bind_many(calls: Calls) -> list[bool | str]:
                 Task.Route.GOLEM,
                 now,
             )
+            if call.get("route_reason"):  # the route changed since it was claimed
+                task.route_reason = call["route_reason"]
             changed.append(task)
             data = {"node": name, "attempt": task.attempts, "placement": call.get("reason", "")}
             scheduled.append((task, "scheduled", None, data))
@@ -184,7 +186,7 @@ def bind_many(calls: Calls) -> list[bool | str]:
                 "reason": data["placement"],
             }
             results[i] = True
-    _save(changed, ["status", "node", "route"])
+    _save(changed, ["status", "node", "route", "route_reason"])
     records = attempt_records(placements)
     for record in records:
         record.placement = placements[(record.task_id, record.number)]

@@ -102,12 +102,15 @@ def task_bind(
     reason: str = "",
     score: float = 0.0,
     record: dict[str, Any] | None = None,
+    route_reason: str = "",
 ) -> bool | str:
     """The optimistic bind (DESIGN §3): take a slot on the node only if one is free.
     True when bound, else why not (BIND_NODE_FULL, BIND_NOT_PENDING). ``record``: the
-    scheduler's placement record, kept on the attempt."""
+    scheduler's placement record, kept on the attempt; ``route_reason``: a new reason for
+    the route, when it changed since the attempt was routed."""
     call = {"session_id": session_id, "attempt": attempt, "node_name": node_name}
-    return batched.bind_many([{**call, "reason": reason, "score": score, "record": record}])[0]
+    call.update(reason=reason, score=score, record=record, route_reason=route_reason)
+    return batched.bind_many([call])[0]
 
 
 @transaction.atomic
