@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("hub", "0007_task_attempts"),
+        ("hub", "0009_attempt_usage"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
