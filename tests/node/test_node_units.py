@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ from executor_core.node.connection import (
     hub_origin,
     hub_ws_url,
 )
+from executor_core.node.load import ProcessLoad, descendants
 from executor_core.node.reporting import MAX_BUFFERED_LINES, RunReporter, clip
 from executor_core.node.state import NodeState, Outbox, Stats
 
@@ -176,3 +181,24 @@ def test_a_token_is_stored_privately_and_only_reused_for_its_hub(tmp_path: Path)
     assert state.stored_token("http://hub:8000") == "t0k3n"
     assert state.stored_token("http://other:8000") is None
     assert (state.credentials_path.stat().st_mode & 0o777) == 0o600
+
+
+def test_process_load_counts_a_busy_child_and_reads_free_disk(tmp_path: Path) -> None:
+    load = ProcessLoad(directory=tmp_path)
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        deadline = time.monotonic() + 10
+        while child.pid not in descendants(os.getpid()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        load.sample()  # the child's baseline
+        cpu = 0.0
+        while cpu == 0.0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            cpu, _mem = load.sample()
+        assert 0 < cpu <= 100
+    finally:
+        child.kill()
+        child.wait()
+    assert load.free_memory_mb() > 0
+    assert load.free_disk_mb() is not None and load.free_disk_mb() > 0
+    assert ProcessLoad(directory=tmp_path / "missing").free_disk_mb() is None
