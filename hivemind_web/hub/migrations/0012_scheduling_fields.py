@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("hub", "0010_api_tokens_hashed"),
+        ("hub", "0011_node_control"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
