@@ -98,6 +98,9 @@ async def test_a_task_no_node_can_take_now_waits_with_the_reason(runtime: Runtim
     assert task.wait_until is not None and task.owner == ""
     record = await runtime.write(lambda: TaskAttempt.objects.get(task__session_id=sid))
     assert record.status == "waiting"
+    # The failed decision, kept on the attempt: what the scheduler looked at.
+    assert record.placement["feasible"] == 0 and record.placement["chosen"] is None
+    assert record.placement["rejected"] == {"at capacity": 1}
     kinds = await runtime.write(
         lambda: list(Task.objects.get(session_id=sid).events.values_list("kind", flat=True))
     )
@@ -123,7 +126,8 @@ async def test_a_freed_slot_goes_to_the_highest_priority_then_the_oldest(
     placed = await runtime.write(task_row, first)
     assert placed.waiting_reason == "" and placed.wait_until is None
     record = await runtime.write(lambda: TaskAttempt.objects.get(task__session_id=first))
-    assert record.status == "scheduled" and record.placement["node"] == "n1"
+    assert record.status == "scheduled" and record.placement["chosen"] == "n1"
+    assert record.placement["candidates"][0]["node"] == "n1"
     assert (await runtime.write(node_row, "n1")).running == 1  # never over capacity
 
 
@@ -167,6 +171,8 @@ async def test_it_falls_back_at_once_when_waiting_cannot_help(
     task = await finished(runtime, sid)
     assert (task.status, task.route, task.waiting_reason) == ("succeeded", "local", "")
     assert task.fallback_reason.startswith("scheduling failed: 0/1 nodes available")
+    record = await runtime.write(lambda: TaskAttempt.objects.get(task__session_id=sid))
+    assert record.placement["feasible"] == 0  # the failed decision, kept on the attempt
     assert runtime.scheduler.waiting == 0
 
 
