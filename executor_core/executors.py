@@ -210,6 +210,7 @@ class LocalExecutor:
         return AgentContext(
             request.agent_id,
             sid,
+            model=request.model,
             on_progress=lambda pct, message: observer.on_progress(sid, pct, message),
             on_log=lambda lines: observer.on_log(sid, lines),
         )

@@ -303,16 +303,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 capacity=args.capacity,
                 agents=agents,
                 capabilities=args.capabilities,
+                models=tuple(registry.models(agents)),
                 heartbeat=args.heartbeat,
                 drain_timeout=args.drain_timeout,
                 max_backoff=args.max_backoff,
             )
             logger.info(
-                "node %s: capacity %d, agents %s (isolation %s), labels %s, capabilities %s",
+                "node %s: capacity %d, agents %s (isolation %s), models %s, labels %s, "
+                "capabilities %s",
                 config.name,
                 config.capacity,
                 ",".join(config.agents),
                 registry.isolation,
+                ",".join(config.models) or "none",
                 format_labels(config.labels) or "none",
                 ",".join(config.capabilities) or "none",
             )

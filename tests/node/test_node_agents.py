@@ -174,3 +174,26 @@ def test_a_bad_command_agent_spec_stops_the_node_with_a_message():
         assert message in result.stderr
     result = run_cli("--isolation", "vm")
     assert result.returncode == 2 and "invalid choice: 'vm'" in result.stderr
+
+
+async def test_an_llm_node_advertises_its_models_and_runs_the_task_model(
+    fake_hub: FakeHub, spawn_node
+):
+    from support.openai_server import OpenAIServer
+
+    provider = OpenAIServer().start()
+    try:
+        env = {"HIVEMIND_LLM_BASE_URL": provider.url, "HIVEMIND_LLM_MODELS": "tiny,huge"}
+        spawn_node(fake_hub, env=env)
+        hello = await fake_hub.wait_connected()
+        assert "llm" in hello["agents"] and hello["models"] == ["huge", "tiny"]
+        provider.reply_stream(["big answer"])
+        await fake_hub.send(
+            "task.assign", session_id="s-llm", agent_id="llm", input="q", attempt=1, model="huge"
+        )
+        finished = await fake_hub.wait_for("task.finished", session_id="s-llm")
+        assert (finished["status"], finished["output"]) == ("succeeded", "big answer")
+        assert finished["usage"]["model"] == "huge" and finished["usage"]["prompt_tokens"] == 7
+        assert provider.requests[-1].body["model"] == "huge"
+    finally:
+        provider.stop()

@@ -146,3 +146,43 @@ def test_the_hub_runs_llm_tasks_locally_and_records_their_usage(
     assert done["usage"]["model"] == "tiny" and done["usage"]["completion_tokens"] == 2
     assert attempts(hub, token, task["session_id"])[0]["usage"] == done["usage"]
     assert KEY not in hub.manage("dumpdata") and KEY not in hub.log()
+
+
+def test_a_task_with_a_model_lands_only_on_a_node_serving_it(
+    hub_factory: Any, node_factory: Any, provider: OpenAIServer, tmp_path: Path
+) -> None:
+    # The hub serves "tiny" itself; node "small" serves tiny, node "big" serves huge.
+    env = llm_env(provider, tmp_path / "key")
+    hub = hub_factory(extra_env={**env, "HIVEMIND_LLM_MODELS": "tiny"})
+    token = hub.create_user("alice", "operator")
+    admin = hub.create_user("root", "admin")
+    nodes = {
+        "small": node_factory(hub, "small", env={**env, "HIVEMIND_LLM_MODELS": "tiny"}),
+        "big": node_factory(hub, "big", env={**env, "HIVEMIND_LLM_MODELS": "huge"}),
+    }
+    for node in nodes.values():
+        node.wait_ready(admin)
+    _, body = hub.api("GET", "/api/v1/nodes/big/", token=token)
+    assert body["models"] == ["huge"]
+
+    placed = []
+    for model in ("huge", "tiny", "huge", "huge", "tiny"):
+        task = submit(hub, token, agent_id="llm", input="hi", strategy="golem", model=model)
+        done = wait_task(hub, token, task["session_id"], "succeeded")
+        placed.append((model, done["node"], done["usage"]["model"]))
+    assert placed == [
+        ("huge", "big", "huge"),
+        ("tiny", "small", "tiny"),
+        ("huge", "big", "huge"),
+        ("huge", "big", "huge"),
+        ("tiny", "small", "tiny"),
+    ]
+    assert [r.body["model"] for r in provider.requests] == [m for m, _, _ in placed]
+
+    # No node serves "mega": the task falls back at once, the reason naming the model; the
+    # hub does not serve it either, and says so.
+    task = submit(hub, token, agent_id="llm", input="hi", strategy="golem", model="mega")
+    failed = wait_task(hub, token, task["session_id"], "failed")
+    assert failed["route"] == "local" and "not serving model mega" in failed["fallback_reason"]
+    assert failed["error"] == "llm agent: model 'mega' is not served here (models: tiny)"
+    assert len(provider.requests) == len(placed)
