@@ -38,11 +38,13 @@ def api_key() -> str:
 
 @pytest.fixture(autouse=True)
 def _keep_the_test_connection() -> Iterator[None]:
-    # As Django's test client does: a request's end must not close the connection that
-    # holds the test's transaction.
-    signals.request_finished.disconnect(close_old_connections)
+    # As Django's test client does: a request's start and end must not close the
+    # connection that holds the test's transaction.
+    for signal in (signals.request_started, signals.request_finished):
+        signal.disconnect(close_old_connections)
     yield
-    signals.request_finished.connect(close_old_connections)
+    for signal in (signals.request_started, signals.request_finished):
+        signal.connect(close_old_connections)
 
 
 def _openapi() -> dict[str, Any]:
