@@ -1,9 +1,15 @@
 """How daphne serves the hub: the options ``hive``, the tests and the README's production
-command share. Daphne drops a WebSocket message past its own limit without a word; set above
-the protocol's frame limit, it lets the hub answer an oversized node frame with an error
-frame instead."""
+command share, and whether a connection came over TLS.
+
+Daphne drops a WebSocket message past its own limit without a word; set above the protocol's
+frame limit, it lets the hub answer an oversized node frame with an error frame instead.
+"""
 
 from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
 
 from executor_core.node.protocol import TRANSPORT_MAX_BYTES
 
@@ -13,3 +19,18 @@ DAPHNE_LIMITS = (
     "--websocket-max-frame-size",
     str(TRANSPORT_MAX_BYTES),
 )
+
+
+def scope_is_secure(scope: dict[str, Any]) -> bool:
+    """An ASGI connection (HTTP or WebSocket) over TLS, as ``request.is_secure()`` decides:
+    TLS to daphne itself, or the trusted proxy's header (SECURE_PROXY_SSL_HEADER) says so."""
+    if scope.get("scheme") in ("https", "wss"):
+        return True
+    header = settings.SECURE_PROXY_SSL_HEADER
+    if not header:
+        return False
+    wanted = header[0].removeprefix("HTTP_").lower().replace("_", "-").encode()
+    for key, value in scope.get("headers", ()):
+        if key == wanted:
+            return value.decode("latin-1").split(",", 1)[0].strip() == header[1]
+    return False

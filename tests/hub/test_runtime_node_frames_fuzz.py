@@ -28,6 +28,7 @@ from test_runtime_node_consumer import (  # noqa: F401 - fixtures
 from executor_core import bounded_json
 from executor_core.labels import node_name_error
 from executor_core.node import protocol
+from hivemind_web.hub.consumers.nodes import NodeConsumer
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -221,3 +222,31 @@ async def test_a_report_on_a_session_id_that_is_no_uuid_is_not_assigned(
 
 def test_the_frame_depth_limit_is_below_the_json_one() -> None:
     assert protocol.MAX_DEPTH < bounded_json.MAX_DEPTH
+
+
+async def test_a_hub_behind_tls_refuses_a_node_over_plain_ws_saying_why(
+    connect: Connect,  # noqa: F811
+    token: str,  # noqa: F811
+    settings: Any,
+) -> None:
+    settings.SECURE_SSL_REDIRECT = True
+    communicator = await connect(token)
+    reply = await receive(communicator)
+    assert (reply["type"], reply["code"]) == ("error", "insecure")
+    assert "wss://" in reply["message"]
+    closed = await communicator.receive_output(timeout=WAIT)
+    assert closed == {"type": "websocket.close", "code": protocol.CLOSE_FORBIDDEN}
+
+
+async def test_a_hub_behind_tls_takes_a_node_the_trusted_proxy_vouches_for(
+    token: str,  # noqa: F811
+    settings: Any,
+) -> None:
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    headers = [(b"authorization", f"Bearer {token}".encode()), (b"x-forwarded-proto", b"https")]
+    communicator = WebsocketCommunicator(NodeConsumer.as_asgi(), "/ws/nodes/", headers)
+    connected, _ = await communicator.connect(timeout=WAIT)
+    assert connected
+    assert (await say_hello(communicator))["type"] == "welcome"
+    await communicator.disconnect()

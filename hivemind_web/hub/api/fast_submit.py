@@ -30,6 +30,7 @@ from hivemind_web.hub.services import submission
 from hivemind_web.hub.services.api_tokens import api_token_user
 from hivemind_web.hub.services.errors import AtCapacity, ServiceValidationError
 from hivemind_web.hub.snapshots import task_snapshot
+from hivemind_web.serving import scope_is_secure
 
 log = logging.getLogger(__name__)
 PATHS = {"/api/v1/tasks/": False, "/api/v1/tasks/batch/": True}
@@ -56,20 +57,9 @@ def wants(scope: dict[str, Any]) -> bool:
         return False
     if scope.get("path") not in PATHS:
         return False
-    if settings.SECURE_SSL_REDIRECT and not _secure(scope):
+    if settings.SECURE_SSL_REDIRECT and not scope_is_secure(scope):
         return False
     return _token(scope) is not None
-
-
-def _secure(scope: dict[str, Any]) -> bool:
-    """Over TLS, as Django's ``request.is_secure()`` decides it."""
-    if scope.get("scheme") == "https":
-        return True
-    header = settings.SECURE_PROXY_SSL_HEADER
-    if not header:
-        return False
-    forwarded = _header(scope, header[0].removeprefix("HTTP_").lower().replace("_", "-").encode())
-    return forwarded.split(",", 1)[0].strip() == header[1]
 
 
 def _hsts() -> bytes:
@@ -203,7 +193,7 @@ async def _known_agents(runtime: Runtime) -> set[str]:
 
 async def serve(scope: dict[str, Any], receive: Any, send: Any) -> None:
     hsts = _hsts()
-    if hsts and _secure(scope):
+    if hsts and scope_is_secure(scope):
         send = _with_hsts(send, hsts)
     try:
         await _serve(scope, receive, send)

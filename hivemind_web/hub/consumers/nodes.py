@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.utils import timezone
 
 from executor_core.node import protocol
@@ -27,8 +28,10 @@ from hivemind_web.hub.services import nodes as node_services
 from hivemind_web.hub.services import tasks as task_services
 from hivemind_web.hub.services.node_state import node_config
 from hivemind_web.hub.services.orchestrator import tasks_fail_each
+from hivemind_web.serving import scope_is_secure
 
 log = logging.getLogger(__name__)
+ERR_INSECURE = "this hub takes nodes over wss:// (HIVEMIND_HTTPS): use an https:// hub URL"
 
 # After a hello, a node re-sends the results it buffered; give them time to land before
 # calling its missing tasks lost.
@@ -116,6 +119,12 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.runtime = await ensure_started()
+        if settings.SECURE_SSL_REDIRECT and not scope_is_secure(self.scope):
+            # A hub behind TLS takes no node over plain ws://: its token would travel in clear.
+            await self.accept()
+            await self.send_frame("error", code="insecure", message=ERR_INSECURE)
+            await self.close(code=protocol.CLOSE_FORBIDDEN)
+            return
         node = await self.runtime.write(node_services.node_authenticate, _bearer(self.scope))
         if node is None:
             await self.close()  # before accept: the handshake is refused with 403
