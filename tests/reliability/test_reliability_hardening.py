@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.live import LiveHub
@@ -19,6 +20,7 @@ from websockets.typing import Origin
 from executor_core.node import protocol
 
 pytestmark = pytest.mark.slow
+V = protocol.PROTOCOL_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,14 @@ def test_the_11th_registration_attempt_in_a_minute_gets_429(hub: LiveHub) -> Non
     assert status == 200 and nodes["count"] == 0
 
 
+async def _reply(ws: Any) -> dict[str, Any]:
+    """The hub's next answer, past the node.config it pushes after each welcome."""
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if frame["type"] != "node.config":
+            return frame
+
+
 async def _hostile_frames(url: str, origin: str, token: str) -> list[dict]:
     replies = []
     headers = {"Authorization": f"Bearer {token}"}
@@ -57,18 +67,18 @@ async def _hostile_frames(url: str, origin: str, token: str) -> list[dict]:
         hello = protocol.encode("hello", name="n1", version="1", labels={}, capacity=1,
                                 agents=["echo"], running=[])  # fmt: skip
         await ws.send(hello)
-        replies.append(json.loads(await ws.recv()))
+        replies.append(await _reply(ws))
         for text in (
             "[" * 100_000 + "]" * 100_000,
-            json.dumps({"type": "heartbeat", "v": 1, "running": [[[[[[[[[[0]]]]]]]]]]}),
+            json.dumps({"type": "heartbeat", "v": V, "running": [[[[[[[[[[0]]]]]]]]]]}),
             "x" * (protocol.MAX_FRAME_BYTES + 1),
-            json.dumps({"type": "task.progress", "v": 1, "session_id": "a\x00", "pct": 1,
+            json.dumps({"type": "task.progress", "v": V, "session_id": "a\x00", "pct": 1,
                         "message": ""}),
         ):  # fmt: skip
             await ws.send(text)
-            replies.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+            replies.append(await _reply(ws))
         await ws.send(hello)  # still served
-        replies.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+        replies.append(await _reply(ws))
     return replies
 
 
