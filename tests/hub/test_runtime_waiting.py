@@ -238,3 +238,16 @@ async def test_an_auto_task_queued_locally_goes_to_a_node_that_frees_up(
     assert runtime.local.queued == 0 and sid not in runtime.wait_queue.offerable
     task = await runtime.write(task_row, sid)
     assert task.route_reason == "auto: a node freed up while it waited in the local queue"
+
+
+async def test_force_fallback_takes_a_waiting_task_out_of_the_queue(runtime: Runtime) -> None:
+    busy = await full_node(runtime)
+    sid = await runtime.write(submit, max_wait=30)
+    await eventually(lambda: runtime.scheduler.waiting == 1)
+    await runtime.write(task_services.task_force_fallback, session_id=sid, actor="olga")
+    task = await finished(runtime, sid)
+    assert (task.status, task.route, task.attempts) == ("succeeded", "local", 2)
+    assert task.wait_until is None and task.waiting_reason == ""
+    await free(runtime, busy)  # the freed slot finds nothing to place
+    await asyncio.sleep(0.1)
+    assert runtime.wait_queue.placed == 0

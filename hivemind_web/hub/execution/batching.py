@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from hivemind_web.hub.models import Task
-from hivemind_web.hub.services import batched, tasks
+from hivemind_web.hub.services import batched, tasks, waiting
 
 Calls = list[dict[str, Any]]
 
@@ -47,4 +47,5 @@ BATCHED: dict[Callable[..., Any], Batched] = {
     tasks.task_bind: Batched(batched.bind_many),
     tasks.task_finish: Batched(batched.finish_many),
     tasks.task_record_progress: Batched(progress_many, _updated_sessions),
+    waiting.task_park: Batched(waiting.park_many),
 }

@@ -244,6 +244,8 @@ def task_force_fallback(*, session_id: Any, actor: Any) -> Task:
         force_local=True,
         fallback_reason=reason,
         route_reason="",
+        wait_until=None,  # out of the wait queue: it runs locally now
+        waiting_reason="",
         attempts=F("attempts") + 1,
         progress=0.0,
         message="",

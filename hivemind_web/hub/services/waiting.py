@@ -19,7 +19,8 @@ from django.utils import timezone
 from hivemind_web.hub.intents import AttemptSpec
 from hivemind_web.hub.models import Task
 from hivemind_web.hub.services import batched, events
-from hivemind_web.hub.services.attempts import attempt_update
+from hivemind_web.hub.services.attempts import attempt_records
+from hivemind_web.hub.services.rows import set_fields
 from hivemind_web.hub.services.transitions import PENDING, clean_text
 
 # What task_park did.
@@ -43,28 +44,48 @@ def task_park(
 ) -> str:
     """Put the attempt in the wait queue (its deadline set the first time), or say why
     not: EXPIRED (fall back now) or GONE."""
-    task = (
-        Task.objects.select_related("team", "node")
-        .select_for_update(of=("self",))
-        .filter(session_id=session_id)
-        .first()
-    )
-    if task is None or task.attempts != attempt or task.status != PENDING:
-        return GONE
+    call = {"session_id": session_id, "attempt": attempt, "reason": reason}
+    return park_many([{**call, "max_wait": max_wait, "placement": placement}])[0]
+
+
+def park_many(calls: list[dict[str, Any]]) -> list[str]:
+    """``task_park`` for many attempts at once (a burst no node can take): one locked read,
+    one write of the tasks, one of their attempt records, one insert of events."""
     now = timezone.now()
-    first = task.wait_until is None
-    deadline = task.wait_until or now + timedelta(seconds=max_wait)
-    if deadline <= now:
-        return EXPIRED
-    # Nobody owns a waiting task: any hub may place it, and a dead hub leaves nothing behind.
-    task.wait_until, task.waiting_reason, task.owner = deadline, clean_text(reason)[:2000], ""
-    task.save(update_fields=["wait_until", "waiting_reason", "owner", "updated_at"])
-    attempt_update(task.pk, attempt, status="waiting", placement=placement or {})
-    if first:
-        events.task_event(task, "waiting", reason=task.waiting_reason, until=deadline.isoformat())
-    else:
+    rows = batched.locked(c["session_id"] for c in calls)
+    results, parked, placements, first, again = [], [], {}, [], []
+    for call in calls:
+        task = rows.get(call["session_id"])
+        if task is None or task.attempts != call["attempt"] or task.status != PENDING:
+            results.append(GONE)
+            continue
+        deadline = task.wait_until or now + timedelta(seconds=call["max_wait"])
+        if deadline <= now:
+            results.append(EXPIRED)
+            continue
+        was_waiting = task.wait_until is not None
+        # Nobody owns a waiting task: any hub may place it, a dead hub leaves nothing behind.
+        task.wait_until, task.owner, task.updated_at = deadline, "", now
+        task.waiting_reason = clean_text(call["reason"])[:2000]
+        parked.append(task)
+        placements[(task.pk, task.attempts)] = call.get("placement") or {}
+        if was_waiting:
+            again.append(task)
+        else:
+            data = {"reason": task.waiting_reason, "until": deadline.isoformat()}
+            first.append((task, "waiting", None, data))
+        results.append(PARKED)
+    if parked:
+        set_fields(parked, ["wait_until", "waiting_reason", "owner", "updated_at"])
+        records = attempt_records(placements)
+        for record in records:
+            record.status, record.placement = "waiting", placements[(record.task_id, record.number)]
+        if records:
+            set_fields(records, ["status", "placement"])
+    events.task_events(first)
+    for task in again:
         events.publish_task(task)
-    return PARKED
+    return results
 
 
 def waiting_heads(*, limit: int) -> list[tuple[AttemptSpec, Any]]:
