@@ -75,6 +75,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tasks", type=int, default=2000)
     p.add_argument("--mode", choices=["single", "batch"], default="single")
     p.add_argument("--strategy", choices=["local", "golem"], default="golem")
+    p.add_argument(
+        "--max-wait",
+        type=float,
+        help="seconds a task may wait for a node (default: the hub's HIVEMIND_SCHEDULE_WAIT)",
+    )
     p.add_argument("--clients", type=int, default=4, help="concurrent submitting clients")
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--capacity", type=int, default=16, help="capacity of each node")
@@ -117,6 +122,7 @@ def print_config(args: argparse.Namespace) -> None:
     else:
         rows += [
             ("tasks", f"{args.tasks} echo, strategy {args.strategy}"),
+            ("max_wait", "the hub's default" if args.max_wait is None else f"{args.max_wait:g} s"),
             ("mode", f"{args.mode} ({BATCH} a request)" if args.mode == "batch" else args.mode),
             ("clients", args.clients),
             ("nodes", f"{args.nodes} x capacity {args.capacity}"),
@@ -146,8 +152,9 @@ class Submitter:
     """
 
     def __init__(self, api: Api, args: argparse.Namespace) -> None:
+        wait = {} if args.max_wait is None else {"max_wait": args.max_wait}
         body = [
-            {"agent_id": "echo", "input": f"bench {i}", "strategy": args.strategy}
+            {"agent_id": "echo", "input": f"bench {i}", "strategy": args.strategy, **wait}
             for i in range(args.tasks)
         ]
         if args.mode == "batch":

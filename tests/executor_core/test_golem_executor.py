@@ -29,17 +29,31 @@ class FakeScheduler:
     def __init__(self, placement: Placement | None = None, error: str | None = None) -> None:
         self.placement = placement or Placement("n2", 80.0, "least loaded")
         self.error = error
+        self.waitable = False
         self.requests: list[ScheduleRequest] = []
         self.released: list[str] = []
 
     async def schedule(self, request: ScheduleRequest) -> Placement:
         self.requests.append(request)
         if self.error:
-            raise SchedulingError(self.error)
+            raise SchedulingError(self.error, waitable=self.waitable)
         return self.placement
 
     def release(self, session_id: str) -> None:
         self.released.append(session_id)
+
+
+class FakeWaitQueue:
+    """Parks what it may (``waitable`` failures), else lets the executor fall back."""
+
+    def __init__(self) -> None:
+        self.parked: list[tuple[str, str]] = []
+
+    async def park(self, request: ExecuteRequest, error: SchedulingError):
+        if not error.waitable:
+            return None
+        self.parked.append((request.session_id, error.reason))
+        return ExecutionResult(request.session_id, TaskStatus.PENDING, "golem")
 
 
 class EstimatingScheduler(FakeScheduler):
@@ -168,6 +182,53 @@ async def test_a_scheduling_failure_falls_back_to_local_with_the_reason():
     assert dispatcher.calls == []
     assert "s1" not in executor.index
     assert scheduler.released == ["s1"]
+
+
+@pytest.mark.parametrize("waitable", [True, False])
+async def test_a_wait_queue_parks_what_waiting_can_help_and_the_rest_falls_back(waitable):
+    scheduler = FakeScheduler(error="0/2 nodes available: 2 at capacity")
+    scheduler.waitable = waitable
+    queue = FakeWaitQueue()
+    local = LocalExecutor(default_registry(entry_points=False))
+    executor = GolemExecutor(scheduler, local, wait_queue=queue, dispatcher=FakeDispatcher())
+
+    result = await executor.execute(golem_request(input="ping"))
+
+    if waitable:
+        assert (result.status, result.executor) == (TaskStatus.PENDING, "golem")
+        assert queue.parked == [("s1", "0/2 nodes available: 2 at capacity")]
+    else:
+        assert (result.status, result.executor) == (TaskStatus.SUCCEEDED, "local")
+        assert queue.parked == []
+
+
+async def test_hand_over_dispatches_a_placement_decided_elsewhere():
+    dispatcher = FakeDispatcher()
+    executor, _, _ = make(dispatcher=dispatcher)
+    placement = Placement("n9", 70.0, "from the wait queue")
+
+    result = await executor.hand_over(golem_request(), placement)
+
+    assert (result.status, result.node) == (TaskStatus.RUNNING, "n9")
+    assert dispatcher.calls[0][0] == placement
+
+
+def test_build_schedule_request_carries_the_placement_constraints():
+    request = golem_request(
+        node="gpu-1",
+        prefer_labels={"zone": "eu"},
+        capabilities=["browser"],
+        min_free_memory_mb=512,
+        max_cpu_percent=80,
+        model="llama3:8b",
+    )
+    sent = build_schedule_request(request)
+    assert (sent.node, sent.prefer_labels, sent.capabilities) == (
+        "gpu-1",
+        {"zone": "eu"},
+        frozenset({"browser"}),
+    )
+    assert (sent.min_free_memory_mb, sent.max_cpu_percent, sent.model) == (512, 80.0, "llama3:8b")
 
 
 async def test_a_node_that_does_not_accept_falls_back_to_local():

@@ -170,6 +170,27 @@ async def test_cancelling_a_queued_run_finishes_it_as_cancelled_without_starting
     assert (await first).status is TaskStatus.SUCCEEDED
 
 
+async def test_a_queued_run_withdrawn_returns_pending_without_starting():
+    agent = GateAgent()
+    observer = RecordingObserver()
+    executor = LocalExecutor(agent, concurrency=1, observer=observer)
+    first = asyncio.create_task(executor.execute(request("s1")))
+    second = asyncio.create_task(executor.execute(request("s2")))
+    await settle()
+
+    assert executor.is_queued("s2") and not executor.is_queued("s1")
+    assert executor.withdraw("s1") is False  # running: not the queue's any more
+    assert executor.withdraw("s2") is True
+    withdrawn = await second
+
+    assert (withdrawn.status, withdrawn.details) == (TaskStatus.PENDING, {"withdrawn": True})
+    assert agent.started == ["s1"] and executor.queued == 0
+    assert "s2" not in [f["result"].session_id for f in observer.of("finished")]
+    assert executor.withdraw("s2") is False
+    agent.gate.set()
+    assert (await first).status is TaskStatus.SUCCEEDED
+
+
 async def test_cancelling_a_running_run_cancels_its_task_and_frees_the_slot():
     agent = GateAgent()
     executor = LocalExecutor(agent, concurrency=1)

@@ -38,6 +38,22 @@ VALID = {"agent_id": "echo", "session_id": "s-1", "input": "hello"}
         ({"node_selector": {"gpu": "x" * 64}}, "node_selector", "1-63 characters"),
         ({"node_selector": {"gpu": 1}}, "node_selector", "value must be a string"),
         ({"node_selector": ["gpu"]}, "node_selector", "must be a mapping"),
+        ({"node": "GPU_1"}, "node", "DNS label"),
+        ({"prefer_labels": {"zone": "a b"}}, "prefer_labels", "value 'a b'"),
+        ({"prefer_labels": "zone=a"}, "prefer_labels", "must be a mapping"),
+        ({"capabilities": "browser"}, "capabilities", "list of names"),
+        ({"capabilities": [""]}, "capabilities", "non-empty"),
+        ({"min_free_memory_mb": -1}, "min_free_memory_mb", "whole number of megabytes"),
+        ({"min_free_memory_mb": 1.5}, "min_free_memory_mb", "whole number of megabytes"),
+        ({"max_cpu_percent": 101}, "max_cpu_percent", "from 0 to 100"),
+        ({"max_cpu_percent": True}, "max_cpu_percent", "from 0 to 100"),
+        ({"model": "a\tb"}, "model", "spaces or control characters"),
+        ({"model": "m" * 129}, "model", "at most 128"),
+        ({"priority": 1.5}, "priority", "whole number"),
+        ({"max_wait": -1}, "max_wait", "from 0"),
+        ({"max_wait": float("nan")}, "max_wait", "from 0"),
+        ({"timeout": 0}, "timeout", "above 0"),
+        ({"timeout": float("inf")}, "timeout", "above 0"),
     ],
 )
 def test_it_rejects_an_invalid_request_naming_the_field(changes, field, fragment):
@@ -48,6 +64,21 @@ def test_it_rejects_an_invalid_request_naming_the_field(changes, field, fragment
     assert fragment in str(caught.value)
     assert isinstance(caught.value, ExecutorError)
     assert isinstance(caught.value, ValueError)
+
+
+def test_placement_fields_are_normalised():
+    request = ExecuteRequest(
+        **VALID,
+        node="gpu-1",
+        prefer_labels={"zone": "eu"},
+        capabilities=["browser", "browser", "gpu_inference"],
+        max_cpu_percent=50,
+        max_wait=0,
+        timeout=2,
+    )
+    assert request.capabilities == frozenset({"browser", "gpu_inference"})
+    assert (request.max_cpu_percent, request.max_wait, request.timeout) == (50.0, 0.0, 2.0)
+    assert ExecuteRequest(**VALID, node=None).node == ""
 
 
 def test_it_lists_the_known_strategies_when_one_is_unknown():
