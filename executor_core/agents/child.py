@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import pickle
+import signal
 import sys
 import threading
 from typing import Any, TextIO
@@ -42,7 +43,9 @@ def _listen_for_cancel(loop: asyncio.AbstractEventLoop, ctx: AgentContext) -> No
     for line in sys.stdin:
         if line.strip() == "cancel":
             loop.call_soon_threadsafe(ctx.cancel)
-    # The parent closed our stdin: it no longer waits for us (it ends the group itself).
+    # Our stdin closed: the parent has what it wanted, or it died (even by SIGKILL). Either
+    # way nobody waits for this group any more: end it, what the agent started included.
+    os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 async def _run(header: dict[str, Any], reports: Reports) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from executor_core.agents.context import AgentContext
-from executor_core.agents.processes import end_group, read_lines
+from executor_core.agents.processes import die_with_parent, end_group, read_lines
 from executor_core.types import AgentFailure, ExecutionCancelled
 
 BASE_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER")
@@ -75,6 +75,7 @@ class CommandAgent:
                 cwd=self.cwd,
                 env=self.environment(),
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         except OSError as exc:
             raise AgentFailure(ERR_START.format(program=program, exc=exc)) from None

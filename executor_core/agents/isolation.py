@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from executor_core.agents.context import AgentContext
-from executor_core.agents.processes import KILL_GRACE, end_group, read_lines
+from executor_core.agents.processes import KILL_GRACE, die_with_parent, end_group, read_lines
 from executor_core.types import AgentFailure, ExecutionCancelled
 
 INLINE = "inline"
@@ -168,6 +168,7 @@ async def run_in_process(runner: Any, input: str, ctx: AgentContext) -> str:
             stderr=asyncio.subprocess.PIPE,
             pass_fds=(write_fd,),
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
     except BaseException:
         os.close(read_fd)

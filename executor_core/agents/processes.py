@@ -9,13 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
+import sys
 from collections import deque
 from collections.abc import Callable
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 READ_CHUNK = 64 * 1024
+PR_SET_PDEATHSIG = 1
+
+# Loaded here, not in the forked child, where loading a library could deadlock.
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` of an agent's child: the kernel kills it when its parent dies (Linux),
+    so a node or hub killed with SIGKILL leaves no agent running in a session of its own."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def signal_group(pid: int, sig: int) -> bool:

@@ -197,3 +197,27 @@ async def test_an_llm_node_advertises_its_models_and_runs_the_task_model(
         assert provider.requests[-1].body["model"] == "huge"
     finally:
         provider.stop()
+
+
+async def test_a_node_killed_with_sigkill_leaves_no_agent_process_behind(
+    fake_hub: FakeHub, spawn_node, tmp_path: Path
+):
+    node = spawn_node(
+        fake_hub,
+        "--command-agent", SPAWNER,
+        env={"PYTHONPATH": install_plugins(tmp_path / "plugins")},
+    )  # fmt: skip
+    await fake_hub.wait_connected()
+    await fake_hub.assign("s-spin", "busy-isolated", "120")
+    await fake_hub.assign("s-spawn", "spawner")
+    spin = await fake_hub.wait_for("task.log", session_id="s-spin")
+    spawn = await fake_hub.wait_for("task.log", session_id="s-spawn")
+    isolated = psutil.Process(int(spin["lines"][0].split()[1]))
+    program = psutil.Process(int(spawn["lines"][0])).parent()
+    assert {isolated, program} <= set(descendants(node.proc.pid))
+    node.kill()  # SIGKILL: the node cleans nothing up itself
+
+    def gone(proc: psutil.Process) -> bool:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+
+    await eventually(lambda: gone(isolated) and gone(program), "the agents to die with the node")
