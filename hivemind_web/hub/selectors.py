@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
 
 from executor_core.types import TaskStatus
-from hivemind_web.hub.models import Node, Task, TaskAttempt, Team
+from hivemind_web.hub.models import HubInstance, Node, Task, TaskAttempt, Team
 
 BOUND = ["scheduled", "running"]
+# A hub process that renewed its lease this recently counts for the local slots.
+HUB_ALIVE_SECONDS = 20.0
 ERR_STATUS = "unknown status {value!r}; expected some of: {choices}"
 ERR_ROUTE = "unknown route {value!r}; expected one of: {choices}"
 # ``fallback``: tasks meant for a node that ran locally because scheduling failed.
@@ -100,20 +105,37 @@ def team_nodes(team: str) -> dict[str, int]:
 
 
 def fleet_summary() -> dict[str, int]:
+    """The board's tiles: nodes, tasks queued, running and failed, and the local executor's
+    figures (its slots over every live hub process, runs queued for a slot and running)."""
     nodes = Node.objects.aggregate(
         total=Count("id"), ready=Count("id", filter=Q(status=Node.Status.READY))
     )
-    tasks = dict(
-        Task.objects.filter(status__in=["pending", "scheduled", "running", "failed"])
-        .values_list("status")
+    counts: dict[tuple[str, str], int] = dict(
+        ((status, route), n)
+        for status, route, n in Task.objects.filter(
+            status__in=["pending", "scheduled", "running", "failed"]
+        )
+        .values_list("status", "route")
         .annotate(n=Count("id"))
     )
+
+    def total(status: str, route: str | None = None) -> int:
+        return sum(n for (s, r), n in counts.items() if s == status and route in (None, r))
+
+    per_hub = settings.HIVEMIND["LOCAL_CONCURRENCY"]
+    hubs = HubInstance.objects.filter(
+        last_seen__gte=timezone.now() - timedelta(seconds=HUB_ALIVE_SECONDS)
+    ).count()
     return {
         "nodes_total": nodes["total"],
         "nodes_ready": nodes["ready"],
-        "tasks_queued": tasks.get("pending", 0) + tasks.get("scheduled", 0),
-        "tasks_running": tasks.get("running", 0),
-        "tasks_failed": tasks.get("failed", 0),
+        "tasks_queued": total("pending") + total("scheduled"),
+        "tasks_running": total("running"),
+        "tasks_failed": total("failed"),
+        # Routed to the local executor and waiting for one of its slots.
+        "local_queued": total("pending", Task.Route.LOCAL),
+        "local_running": total("running", Task.Route.LOCAL),
+        "local_slots": per_hub * max(1, hubs),
     }
 
 

@@ -16,6 +16,11 @@ const form = document.getElementById("filters");
 const grid = document.getElementById("node-grid");
 const rows = document.getElementById("task-rows");
 const MAX_CARD_TASKS = 6;
+// Past this many nodes the cards drop their plots and task lists: a fleet fits on a screen.
+const COMPACT_FROM = 13;
+// Names sort as people count: n1, n2, n10 (not n1, n10, n2).
+const naturally = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" }).compare;
+const groupSelect = document.getElementById("node-group");
 
 const state = {
   summary: null,
@@ -36,6 +41,7 @@ const loads = new LoadHistory();
 const stats = { frames: 0, applyMs: [], renderMs: [] };
 window.hivemindBoard = stats;
 let filters = readFilters(new URLSearchParams(location.search));
+let grouping = new URLSearchParams(location.search).get("group") || "";
 
 // Filters
 
@@ -82,6 +88,7 @@ function applyFilters(page = 1) {
   const query = new URLSearchParams();
   for (const s of filters.status) query.append("status", s);
   for (const key of ["team", "node", "route", "q"]) if (filters[key]) query.set(key, filters[key]);
+  if (grouping) query.set("group", grouping);
   if (page > 1) query.set("page", String(page));
   window.history.replaceState(null, "", query.toString() ? `?${query}` : location.pathname);
   stream.update(streamParams(), { history: "" });
@@ -171,6 +178,21 @@ function renderSummary() {
   for (const key of ["tasks_queued", "tasks_running", "tasks_failed"]) {
     setText(root.querySelector(`[data-summary="${key}"]`), s[key]);
   }
+  // Red only when something failed: a red zero reads as an alarm.
+  root.querySelector(".tile-failed").classList.toggle("tile-alarm", s.tasks_failed > 0);
+  renderLocal(s);
+}
+
+function renderLocal(s) {
+  const card = document.getElementById("local-card");
+  if (s.local_slots === undefined) return;
+  const meter = card.querySelector(".load");
+  meter.setAttribute("aria-valuenow", s.local_running);
+  meter.setAttribute("aria-valuemax", s.local_slots);
+  meter.querySelector(".load-fill").style.width = `${Math.min(100, (100 * s.local_running) / Math.max(1, s.local_slots))}%`;
+  setText(card.querySelector('[data-local="running"]'), `${s.local_running} / ${s.local_slots} running`);
+  setText(card.querySelector('[data-local="queued"]'),
+    s.local_queued ? `${s.local_queued} queued for a slot` : "nothing queued");
 }
 
 function renderFallback() {
@@ -192,40 +214,68 @@ function renderFallback() {
 
 function renderFilterOptions() {
   fillSelect(form.elements.team, state.teams, filters.team);
-  fillSelect(form.elements.node, [...state.nodes.keys()].sort(), filters.node);
+  fillSelect(form.elements.node, [...state.nodes.keys()].sort(naturally), filters.node);
+  const keys = new Set();
+  for (const node of state.nodes.values()) Object.keys(node.labels || {}).forEach((k) => keys.add(k));
+  fillSelect(groupSelect, [...keys].sort(naturally), grouping, "nothing");
   const errors = Object.values(state.errors);
   const box = document.getElementById("filter-errors");
   box.hidden = !errors.length;
   setText(box, errors.join("; "));
 }
 
-function fillSelect(select, names, current) {
+function fillSelect(select, names, current, none = "any") {
   const wanted = [...new Set([...names, ...(current ? [current] : [])])];
   const key = wanted.join("\n");
   if (select.dataset.options === key) return;
   select.dataset.options = key;
-  select.replaceChildren(h("option", { value: "", text: "any" }), ...wanted.map((n) => h("option", { value: n, text: n })));
+  select.replaceChildren(h("option", { value: "", text: none }), ...wanted.map((n) => h("option", { value: n, text: n })));
   select.value = current;
 }
 
+// The grid's keys: node names, naturally sorted, with a heading before each group when the
+// cards are grouped by a label key ("group:<value>").
+function gridKeys() {
+  const names = [...state.nodes.keys()].sort(naturally);
+  if (!grouping) return names;
+  const value = (name) => (state.nodes.get(name).labels || {})[grouping] ?? "";
+  names.sort((a, b) => naturally(value(a) || "\uffff", value(b) || "\uffff") || naturally(a, b));
+  const keys = [];
+  let last = null;
+  for (const name of names) {
+    if (value(name) !== last) keys.push(`group:${(last = value(name))}`);
+    keys.push(name);
+  }
+  return keys;
+}
+
 function renderNodes() {
-  const names = [...state.nodes.keys()].sort();
-  document.getElementById("nodes-empty").hidden = names.length > 0;
+  document.getElementById("nodes-empty").hidden = state.nodes.size > 0;
+  grid.classList.toggle("compact", state.nodes.size >= COMPACT_FROM);
   const byNode = new Map();
   for (const task of state.bound.values()) {
     if (!byNode.has(task.node)) byNode.set(task.node, []);
     byNode.get(task.node).push(task);
   }
-  syncChildren(grid, names, {
-    key: (el) => el.dataset.node,
-    create: createNodeCard,
-    update: (el, name) => updateNodeCard(el, state.nodes.get(name), byNode.get(name) || []),
+  syncChildren(grid, gridKeys(), {
+    key: (el) => el.dataset.key,
+    create: (key) => key.startsWith("group:") ? createGroupHeading(key) : createNodeCard(key),
+    update: (el, key) => {
+      if (key.startsWith("group:")) return;
+      updateNodeCard(el, state.nodes.get(key), byNode.get(key) || []);
+    },
   });
+}
+
+function createGroupHeading(key) {
+  const value = key.slice("group:".length);
+  const text = value ? `${grouping}=${value}` : `no ${grouping} label`;
+  return h("h3", { class: "node-group", dataset: { key }, text });
 }
 
 function createNodeCard(name) {
   const link = h("a", { href: `/nodes/${encodeURIComponent(name)}/`, text: name });
-  return h("article", { class: "node-card", dataset: { node: name }, "aria-label": `Node ${name}` },
+  return h("article", { class: "node-card", dataset: { node: name, key: name }, "aria-label": `Node ${name}` },
     h("header", { class: "node-head" }, h("h3", {}, link), badge("")),
     h("div", { class: "labels" }),
     h("div", { class: "load-row" },
@@ -253,6 +303,7 @@ function updateNodeCard(el, node, tasks) {
   meter.querySelector(".load-fill").style.width = `${Math.min(100, (100 * node.running) / Math.max(1, node.capacity))}%`;
   setText(el.querySelector(".load-text"), `${node.running} / ${node.capacity} running`);
   setText(el.querySelector(".usage"), `CPU ${Math.round(node.cpu)}% · memory ${Math.round(node.mem)}%`);
+  if (grid.classList.contains("compact")) return; // no plot, no task list
   const points = loads.points(node.name);
   const last = points[points.length - 1];
   const plotKey = last ? `${points.length}:${last.t}:${last.n}:${node.capacity}` : "none";
@@ -314,14 +365,21 @@ function updateRow(tr, task) {
   const time = tr.cells[7].firstElementChild;
   time.setAttribute("datetime", task.created_at);
   setText(time, age(task.created_at));
-  const key = [task.status, task.agent_id, task.team, task.route, task.node, task.error].join("|");
+  const fellBack = task.route === "local" && Boolean(task.fallback_reason);
+  const key = [task.status, task.agent_id, task.team, task.route, task.node, task.error, fellBack].join("|");
   if (tr.dataset.key === key) return;
   tr.dataset.key = key;
   tr.cells[0].replaceChildren(badge(task.status));
   tr.cells[0].title = task.error || task.fallback_reason || "";
   setText(tr.cells[2], task.agent_id);
   tr.cells[4].replaceChildren(link("/teams/", task.team));
-  setText(tr.cells[5], task.route || "—");
+  if (fellBack) {
+    tr.cells[5].replaceChildren("local ", h("span", {
+      class: "badge fellback", text: "fell back", title: task.fallback_reason,
+    }));
+  } else {
+    setText(tr.cells[5], task.route || "—");
+  }
   tr.cells[6].replaceChildren(link("/nodes/", task.node));
   const actions = [];
   if (can.control && !TERMINAL.has(task.status)) {
@@ -353,6 +411,11 @@ let typing = null;
 form.elements.q.addEventListener("input", () => {
   clearTimeout(typing);
   typing = setTimeout(() => applyFilters(), 300);
+});
+groupSelect.addEventListener("change", () => {
+  grouping = groupSelect.value;
+  applyFilters(state.page);
+  schedule();
 });
 document.getElementById("page-prev").addEventListener("click", () => applyFilters(state.page - 1));
 document.getElementById("page-next").addEventListener("click", () => applyFilters(state.page + 1));

@@ -3,6 +3,7 @@ and filters equal the API's; a search in the URL survives a reload and a shared 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -118,3 +119,29 @@ def test_a_search_in_the_url_survives_a_reload_and_finds_short_ids(
     expect_count(page, api_count(fleet, f"q={short}"))
     expect(task_row(page, needle["session_id"])).to_be_visible()
     assert shown_count(page) >= 1
+
+
+def test_a_fallback_is_marked_and_filterable_and_the_local_executor_shows(
+    fleet: Fleet, login: Any
+) -> None:
+    fell = fleet.submit(
+        agent_id="echo", input="x", strategy="golem", node_selector={"zone": "mars"}
+    )
+    fleet.wait_task(fell["session_id"], TERMINAL)
+    page = login(fleet.hub.url, "bob")
+    row = task_row(page, fell["session_id"])
+    expect(row.locator(".badge.fellback")).to_have_text("fell back")
+    expect(row.locator(".badge.fellback")).to_have_attribute("title", re.compile("zone=mars"))
+    page.get_by_label("Route").select_option("fallback")
+    expect(page).to_have_url(re.compile(r"route=fallback"))
+    expect_count(page, api_count(fleet, "route=fallback"))
+    expect(page.locator("#task-rows tr .badge.fellback")).to_have_count(
+        min(50, api_count(fleet, "route=fallback"))
+    )
+    # The local executor's card: its slots, what runs and what waits.
+    card = page.locator("#local-card")
+    expect(card.locator('[data-local="running"]')).to_have_text(re.compile(r"^\d+ / 4 running$"))
+    expect(card.locator('[data-local="queued"]')).to_have_text("nothing queued")
+    # A red failed tile means something failed.
+    failed = api_count(fleet, "status=failed")
+    expect(page.locator(".tile-failed")).to_have_class(re.compile("tile-alarm" if failed else ""))

@@ -58,3 +58,20 @@ def percent(value: Any) -> int:
 @register.inclusion_tag("dashboard/_progress.html")
 def progress(task: Any) -> dict[str, Any]:
     return {"pct": percent(task.progress), "status": task.status, "sid": task.session_id}
+
+
+@register.filter
+def seconds(value: Any) -> str:
+    """A duration in seconds as people read it: 0.42 s, 12.5 s, 3 min 05 s, 2 h 10 min."""
+    if value is None:
+        return "—"
+    total = float(value)
+    if total < 10:
+        return f"{total:.2f} s"
+    if total < 60:
+        return f"{total:.1f} s"
+    minutes, secs = divmod(round(total), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

@@ -10,7 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
-from hivemind_web.dashboard import selectors
+from hivemind_web.dashboard import placement, selectors
 from hivemind_web.dashboard.forms import TaskSubmitForm
 from hivemind_web.dashboard.views.common import (
     action,
@@ -20,7 +20,7 @@ from hivemind_web.dashboard.views.common import (
 )
 from hivemind_web.hub.api.permissions import CONTROL, SUBMIT, VIEW
 from hivemind_web.hub.models import Task
-from hivemind_web.hub.selectors import current_usage, latest_placement
+from hivemind_web.hub.selectors import current_usage
 from hivemind_web.hub.services import submission
 from hivemind_web.hub.services import tasks as task_services
 from hivemind_web.hub.services.errors import NotFound, ServiceValidationError, TransitionError
@@ -61,12 +61,13 @@ def _task_or_404(session_id: Any) -> Task:
 
 
 def _task_context(task: Task) -> dict[str, Any]:
-    events = list(selectors.task_events(task))
-    # The scheduler's record of the latest decision: why this node, or why none.
+    attempts = placement.task_attempts(task)
+    current = next((a for a in attempts if a.number == task.attempts), None)
     return {
         "task": task,
-        "events": events,
-        "placement": latest_placement(task),
+        "events": list(selectors.task_events(task)),
+        "panel": placement.placement_panel(task, current),
+        "attempts": placement.attempt_rows(attempts),
         "usage": current_usage(task),
         "max_log_lines": settings.HIVEMIND["MAX_LOG_LINES"],
     }
