@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "axes",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "hivemind_web.hub",
     "hivemind_web.dashboard",
@@ -222,6 +223,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Submit SubAgent tasks, watch them, and manage Golem nodes and teams.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and ReDoc from the hub's own static files: the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Three models have a "status": name each set of choices (check --deploy stays clean).
     "ENUM_NAME_OVERRIDES": {
         "NodeStatusEnum": "hivemind_web.hub.models.Node.Status",
@@ -248,6 +253,9 @@ HIVEMIND = {
     # A task keeps (and its page tails) its last this many log lines.
     "MAX_LOG_LINES": env_int("HIVEMIND_MAX_LOG_LINES", 2000, minimum=1, maximum=100_000),
     "JOIN_TOKEN": env_str("HIVEMIND_JOIN_TOKEN"),
+    # Lets a Prometheus server read /metrics with "Authorization: Bearer <token>" (unset: only
+    # users with the view permission may).
+    "METRICS_TOKEN": env_str("HIVEMIND_METRICS_TOKEN"),
     "HEARTBEAT_INTERVAL": env_float("HIVEMIND_HEARTBEAT_INTERVAL", 5.0, minimum=0.1),
     "HEARTBEAT_GRACE": env_float("HIVEMIND_HEARTBEAT_GRACE", 15.0, minimum=0.1),
     "LOST_AFTER": env_float("HIVEMIND_LOST_AFTER", 30.0, minimum=0.1),
