@@ -9,9 +9,11 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.decorators import sync_and_async_middleware
+from django.views.defaults import page_not_found
+from django.views.defaults import server_error as default_server_error
 
 ERR_TOO_LARGE = (
     "the request body is larger than {limit} bytes (HIVEMIND_MAX_REQUEST_BYTES); "
@@ -50,6 +52,24 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
     if type(exception) is BadRequest and str(exception):  # Django's own say what is wrong
         return refuse(request, 400, str(exception))
     return refuse(request, 400, ERR_BAD_REQUEST)
+
+
+ERR_NOT_FOUND = "no such API endpoint: {path} (see /api/docs/)"
+ERR_SERVER = "the hub failed to answer this request; the error is in its log"
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's handler404: JSON on every /api/ path, the styled page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": ERR_NOT_FOUND.format(path=request.path)}, status=404)
+    return page_not_found(request, exception or Http404())
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Django's handler500: JSON on every /api/ path."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": ERR_SERVER}, status=500)
+    return default_server_error(request)
 
 
 def _holds_nul(request: HttpRequest) -> bool:

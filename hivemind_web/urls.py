@@ -8,6 +8,8 @@ from hivemind_web.hub.api.metrics import Metrics
 from hivemind_web.hub.api.views import healthz
 
 handler400 = "hivemind_web.bad_requests.bad_request"
+handler404 = "hivemind_web.bad_requests.not_found"
+handler500 = "hivemind_web.bad_requests.server_error"
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
