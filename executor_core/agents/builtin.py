@@ -30,6 +30,9 @@ class SleepAgent:
 
     name = "sleep"
 
+    def validate_input(self, input: str) -> None:
+        parse_seconds(input)
+
     async def run(self, input: str, ctx: AgentContext) -> str:
         seconds = parse_seconds(input)
         steps = max(1, min(SLEEP_STEPS, int(seconds / MIN_STEP)))
@@ -69,6 +72,9 @@ class CountAgent:
     """Counts from 1 to N, one log line at a time (a demo of a streaming log)."""
 
     name = "count"
+
+    def validate_input(self, input: str) -> None:
+        parse_count(input)
 
     async def run(self, input: str, ctx: AgentContext) -> str:
         count, interval = parse_count(input)

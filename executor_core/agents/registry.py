@@ -32,7 +32,9 @@ class AgentRunner(Protocol):
     """Runs one agent: takes the input, reports through ``ctx``, returns the output.
 
     ``run`` may also be a plain ``def`` (it then runs in a worker thread); a runner may set
-    ``isolation = "process"`` and ``timeout`` (seconds), see ``agents.isolation``.
+    ``isolation = "process"`` and ``timeout`` (seconds), see ``agents.isolation``, and may
+    declare ``validate_input(input)``, raising ValueError with what is expected, so a bad
+    input is refused at submission rather than failing the run later.
     """
 
     name: str
@@ -78,6 +80,17 @@ class AgentRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._runners)
+
+    def input_error(self, agent_id: str, input: str) -> str:
+        """Why ``input`` is no input for the agent (its ``validate_input`` says), or ""."""
+        check = getattr(self._runners.get(agent_id), "validate_input", None)
+        if check is None:
+            return ""
+        try:
+            check(input)
+        except ValueError as exc:
+            return str(exc) or "invalid input"
+        return ""
 
     def models(self, agents: Iterable[str] | None = None) -> list[str]:
         """The models the agents (all, or those named) serve, from their ``models``."""

@@ -36,6 +36,7 @@ HISTORY_BUCKET = 5
 MAX_BOUND = 2000
 MAX_TEAMS = 500
 MAX_WATCH = 20
+MAX_BULK = 500  # tasks one bulk action of the board touches
 TEXT_LIMIT = 300
 STATUSES = tuple(s.value for s in TaskStatus)
 # Input, output and log can be large: the board never needs them, the task page reads its own.
@@ -181,6 +182,25 @@ def task_page(query: TaskQuery) -> dict[str, Any]:
         "filters": {**query.as_dict(), "page": page},
         "results": [lean_task(task_snapshot(task)) for task in rows],
     }
+
+
+def bulk_selection(query: TaskQuery | None, action: str) -> list[str]:
+    """The session ids a bulk action touches: the board's filtered tasks (every page) that
+    the action applies to (cancel: not yet ended; retry: failed or cancelled), at most
+    MAX_BULK, newest first."""
+    query = query or TaskQuery()
+    qs = hub_selectors.task_list(
+        statuses=list(query.statuses),
+        team=query.team or None,
+        node=query.node or None,
+        route=query.route or None,
+        search=query.q or None,
+    )
+    if action == "cancel":
+        qs = qs.filter(status__in=list(ACTIVE_STATUSES))
+    else:
+        qs = qs.filter(status__in=["failed", "cancelled"])
+    return [str(sid) for sid in qs.values_list("session_id", flat=True)[:MAX_BULK]]
 
 
 def bound_tasks() -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-// Action buttons (cancel, force fallback, cordon, …) are plain POST forms marked data-action.
+// Action buttons (cancel, force fallback, cordon, …) are plain POST forms marked data-action
+// (data-confirm: a question asked first; data-follow: go to the answer's url).
 // This sends them in the background and shows the answer; the live stream then shows the
 // change itself. Without this script they still work as ordinary forms.
 
@@ -28,6 +29,8 @@ async function send(form) {
     else if (body) toast(body.message, body.ok ? "ok" : "error");
     else toast(`The hub answered ${response.status}; reload the page and try again.`, "error");
     form.dispatchEvent(new CustomEvent("action:done", { bubbles: true, detail: body }));
+    // A form that makes something new (a retry) takes the reader there.
+    if (body && body.ok && body.url && "follow" in form.dataset) location.assign(body.url);
   } catch {
     toast("Could not reach the hub; try again when the page shows Live.", "error");
   } finally {
@@ -40,6 +43,8 @@ export function enableActions(root = document) {
     const form = event.target.closest("form[data-action]");
     if (!form) return;
     event.preventDefault();
+    // Actions that cannot be undone say what they will do, and wait for a yes.
+    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
     send(form);
   });
 }

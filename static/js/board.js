@@ -11,7 +11,11 @@ import { BoardStream } from "./live.js";
 import { LoadHistory, loadPlot } from "./plot.js";
 
 const root = document.getElementById("board");
-const can = { control: root.dataset.canControl === "1", switch: root.dataset.canSwitch === "1" };
+const can = {
+  control: root.dataset.canControl === "1",
+  switch: root.dataset.canSwitch === "1",
+  submit: root.dataset.canSubmit === "1",
+};
 const form = document.getElementById("filters");
 const grid = document.getElementById("node-grid");
 const rows = document.getElementById("task-rows");
@@ -208,7 +212,11 @@ function renderFallback() {
   if (!can.switch || holder.dataset.enabled === String(f.enabled)) return;
   holder.dataset.enabled = String(f.enabled);
   holder.replaceChildren(actionForm("/fallback-mode/", f.enabled ? "Turn fallback mode off" : "Turn fallback mode on", {
-    cls: "small", fields: { enabled: f.enabled ? "0" : "1" },
+    cls: "small",
+    fields: { enabled: f.enabled ? "0" : "1" },
+    confirm: f.enabled
+      ? "Turn fallback mode off? Golem and auto tasks go to nodes again."
+      : "Turn fallback mode on? Every golem and auto task runs locally until it is turned off; running remote tasks carry on.",
   }));
 }
 
@@ -383,10 +391,20 @@ function updateRow(tr, task) {
   tr.cells[6].replaceChildren(link("/nodes/", task.node));
   const actions = [];
   if (can.control && !TERMINAL.has(task.status)) {
-    actions.push(actionForm(`/tasks/${task.session_id}/cancel/`, "Cancel", { cls: "small danger" }));
+    actions.push(actionForm(`/tasks/${task.session_id}/cancel/`, "Cancel", {
+      cls: "small danger",
+      confirm: `Cancel ${task.agent_id} ${shortId(task.session_id)}? It stops where it is.`,
+    }));
     if (task.route !== "local") {
-      actions.push(actionForm(`/tasks/${task.session_id}/fallback/`, "Force fallback", { cls: "small" }));
+      const lost = task.progress ? ` (its ${Math.round(task.progress)}% so far is lost)` : "";
+      actions.push(actionForm(`/tasks/${task.session_id}/fallback/`, "Force fallback", {
+        cls: "small",
+        confirm: `Force ${task.agent_id} ${shortId(task.session_id)} to run locally? It restarts from zero on the hub${lost}.`,
+      }));
     }
+  }
+  if (can.submit && (task.status === "failed" || task.status === "cancelled")) {
+    actions.push(actionForm(`/tasks/${task.session_id}/retry/`, "Retry", { cls: "small" }));
   }
   tr.cells[8].replaceChildren(...actions);
 }
@@ -396,6 +414,38 @@ function tickAges() {
   for (const time of rows.querySelectorAll("time[datetime]")) {
     setText(time, age(time.getAttribute("datetime"), now));
   }
+}
+
+// Bulk actions: on every task the filters select (all pages), after a confirmation that
+// names how many the server says it will touch.
+
+function filterQuery() {
+  const query = new URLSearchParams();
+  for (const s of filters.status) query.append("status", s);
+  for (const key of ["team", "node", "route", "q"]) if (filters[key]) query.set(key, filters[key]);
+  return query;
+}
+
+async function bulk(kind) {
+  const query = filterQuery();
+  query.set("action", kind);
+  const preview = await fetch(`/tasks/bulk/preview.json?${query}`, { credentials: "same-origin" });
+  if (!preview.ok) return;
+  const { count, limit } = await preview.json();
+  const what = kind === "cancel" ? "not yet ended" : "failed or cancelled";
+  if (!count) {
+    window.alert(`No task matching these filters is ${what}.`);
+    return;
+  }
+  const verb = kind === "cancel" ? "Cancel" : "Retry";
+  const capped = count >= limit ? ` (at most ${limit} at a time)` : "";
+  if (!window.confirm(`${verb} ${count} task${count === 1 ? "" : "s"} matching these filters${capped}?`)) return;
+  const form = actionForm("/tasks/bulk/", verb);
+  for (const [name, value] of query) form.prepend(h("input", { type: "hidden", name, value }));
+  form.hidden = true;
+  root.append(form);
+  form.requestSubmit();
+  form.addEventListener("action:done", () => form.remove());
 }
 
 // Wiring
@@ -412,6 +462,9 @@ form.elements.q.addEventListener("input", () => {
   clearTimeout(typing);
   typing = setTimeout(() => applyFilters(), 300);
 });
+for (const button of root.querySelectorAll("[data-bulk]")) {
+  button.addEventListener("click", () => bulk(button.dataset.bulk));
+}
 groupSelect.addEventListener("change", () => {
   grouping = groupSelect.value;
   applyFilters(state.page);

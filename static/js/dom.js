@@ -97,7 +97,7 @@ export function csrfToken() {
 }
 
 // A POST form the action script (actions.js) sends in the background.
-export function actionForm(url, label, { cls = "", fields = {} } = {}) {
+export function actionForm(url, label, { cls = "", fields = {}, confirm = "" } = {}) {
   const form = h("form", { method: "post", action: url, "data-action": true, class: "inline" },
     h("input", { type: "hidden", name: "csrfmiddlewaretoken", value: csrfToken() }),
     h("input", { type: "hidden", name: "next", value: location.pathname + location.search }),
@@ -105,6 +105,7 @@ export function actionForm(url, label, { cls = "", fields = {} } = {}) {
   for (const [name, value] of Object.entries(fields)) {
     form.prepend(h("input", { type: "hidden", name, value }));
   }
+  if (confirm) form.dataset.confirm = confirm;
   return form;
 }
 

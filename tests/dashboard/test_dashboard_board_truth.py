@@ -21,7 +21,7 @@ from hivemind_web.hub.services import submission
 from hivemind_web.hub.snapshots import task_event_data
 
 
-def stored(agent_id: str = "echo", input: str = "", **fields: Any) -> Task:
+def stored(agent_id: str = "echo", input: str = "1", **fields: Any) -> Task:
     task = submission.task_submit(actor=None, agent_id=agent_id, input=input, start=False)
     if fields:
         Task.objects.filter(pk=task.pk).update(**fields)

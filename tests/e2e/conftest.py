@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from e2e_fleet import ACTIVE
-from e2e_pages import VIEWPORT, wait_live
+from e2e_pages import DIALOGS, VIEWPORT, wait_live
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from support.live import ROLE_PASSWORD
 
@@ -56,15 +56,21 @@ LoginFactory = Callable[..., Page]
 def login(browser: Browser) -> Iterator[LoginFactory]:
     """``login(hub_url, username)``: a new browser context logged in, on the board.
 
-    Any uncaught script error on any of its pages fails the test.
+    Any uncaught script error on any of its pages fails the test. Confirmations (``confirm``
+    dialogs) are accepted, and their questions kept in ``DIALOGS`` for the test to read.
     """
     contexts = []
     errors: list[str] = []
+    DIALOGS.clear()
+
+    def on_page(page: Page) -> None:
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("dialog", lambda d: (DIALOGS.append(d.message), d.accept()))
 
     def make(base_url: str, username: str) -> Page:
         context = browser.new_context(base_url=base_url, viewport=VIEWPORT)
         context.set_default_timeout(TIMEOUT_MS)
-        context.on("page", lambda p: p.on("pageerror", lambda e: errors.append(str(e))))
+        context.on("page", on_page)
         contexts.append(context)
         page = context.new_page()
         page.goto("/accounts/login/")

@@ -11,6 +11,8 @@ REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 VIEWPORT = {"width": 1280, "height": 900}
 ACTION_BUTTONS = ["Cancel", "Force fallback", "Cordon", "Uncordon", "Drain"]
+# The questions of the confirmation dialogs the pages asked (all accepted), oldest first.
+DIALOGS: list[str] = []
 
 
 def wait_live(page: Page) -> None:

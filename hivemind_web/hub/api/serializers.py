@@ -24,9 +24,20 @@ class TaskDetailSerializer(TaskSerializer):
     # What the current attempt consumed (model, tokens, latency), {} when nothing.
     usage = serializers.SerializerMethodField()
     placement = serializers.SerializerMethodField()
+    # The task this one retries, and the retries of this one (session ids).
+    retry_of = serializers.SlugRelatedField(slug_field="session_id", read_only=True)
+    retries = serializers.SlugRelatedField(slug_field="session_id", many=True, read_only=True)
 
     class Meta(TaskSerializer.Meta):
-        fields = [*TaskSerializer.Meta.fields, "log", "excluded_nodes", "usage", "placement"]
+        fields = [
+            *TaskSerializer.Meta.fields,
+            "log",
+            "excluded_nodes",
+            "usage",
+            "placement",
+            "retry_of",
+            "retries",
+        ]
         read_only_fields = fields
 
     def get_usage(self, task: Task) -> dict:

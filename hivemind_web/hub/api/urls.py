@@ -13,6 +13,7 @@ urlpatterns = [
         "tasks/<str:session_id>/attempts/", views.TaskAttempts.as_view(), name="api-task-attempts"
     ),
     path("tasks/<str:session_id>/cancel/", views.TaskCancel.as_view(), name="api-task-cancel"),
+    path("tasks/<str:session_id>/retry/", views.TaskRetry.as_view(), name="api-task-retry"),
     path(
         "tasks/<str:session_id>/fallback/", views.TaskFallback.as_view(), name="api-task-fallback"
     ),

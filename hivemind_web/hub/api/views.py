@@ -34,7 +34,7 @@ from hivemind_web.hub.api.throttles import RegisterThrottle
 from hivemind_web.hub.models import Node, Team
 from hivemind_web.hub.services import hub as hub_services
 from hivemind_web.hub.services import nodes as node_services
-from hivemind_web.hub.services import submission
+from hivemind_web.hub.services import retries, submission
 from hivemind_web.hub.services import tasks as task_services
 from hivemind_web.hub.services import teams as team_services
 from hivemind_web.hub.services.errors import NotFound
@@ -138,6 +138,17 @@ class TaskFallback(APIView):
     def post(self, request: Request, session_id: str) -> Response:
         task = task_services.task_force_fallback(session_id=session_id, actor=request.user)
         return Response(TaskDetailSerializer(task).data)
+
+
+class TaskRetry(APIView):
+    """A new task with the same fields as this failed or cancelled one, linked to it."""
+
+    permission_classes = [perms.requires(write=perms.SUBMIT)]
+
+    @extend_schema(request=None, responses={201: TaskDetailSerializer})
+    def post(self, request: Request, session_id: str) -> Response:
+        task = retries.task_retry(session_id=session_id, actor=request.user)
+        return Response(TaskDetailSerializer(task).data, status=status.HTTP_201_CREATED)
 
 
 class NodeList(generics.ListAPIView):

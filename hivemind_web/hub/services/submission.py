@@ -104,6 +104,8 @@ def validate_submission(
         size, limit = len(input.encode()), hub_limits()["MAX_INPUT_BYTES"]
         if size > limit:
             errors["input"] = ERR_INPUT_TOO_LARGE.format(size=size, limit=limit)
+        elif isinstance(agent_id, str) and (problem := hub_registry().input_error(agent_id, input)):
+            errors["input"] = problem
     if isinstance(agent_id, str) and agent_id.strip():
         known = known_agents() if known is None else known
         if agent_id not in known:
@@ -208,9 +210,23 @@ def resources_of(request: ExecuteRequest) -> dict[str, Any]:
     return {k: v for k, v in limits.items() if v is not None}
 
 
-def tasks_store(*, actor: Any, requests: list[ExecuteRequest], start: bool = True) -> list[Task]:
+def _submitted_data(task: Task) -> dict[str, Any]:
+    data: dict[str, Any] = {"strategy": task.strategy}
+    if task.retry_of is not None:
+        data["retry_of"] = str(task.retry_of.session_id)
+    return data
+
+
+def tasks_store(
+    *,
+    actor: Any,
+    requests: list[ExecuteRequest],
+    start: bool = True,
+    retry_of: list[Task] | None = None,
+) -> list[Task]:
     """Store validated requests as pending tasks (all or none) and, once committed, hand
-    them to the runtime. Refused (AtCapacity) when the local queue cannot take them."""
+    them to the runtime. Refused (AtCapacity) when the local queue cannot take them.
+    ``retry_of``: for each request, the task it retries."""
     local = sum(1 for r in requests if r.strategy == ExecutionStrategy.LOCAL)
     if start and local:
         refusal = intents.port().local_capacity_refusal(extra=local - 1)
@@ -242,12 +258,18 @@ def tasks_store(*, actor: Any, requests: list[ExecuteRequest], start: bool = Tru
                     max_wait=request.max_wait,
                     timeout=request.timeout,
                     submitted_by_id=getattr(actor, "pk", None),
+                    retry_of=retry_of[len(rows)] if retry_of else None,
                 )
             )
         # One insert for the tasks, one for their events (the backends return the keys).
         tasks = Task.objects.bulk_create(rows, batch_size=500)
         events.task_events(
-            [(task, "submitted", actor, {"strategy": task.strategy}) for task in tasks]
+            [(task, "submitted", actor, _submitted_data(task)) for task in tasks]
+            + [
+                (t.retry_of, "retried", actor, {"retry": str(t.session_id)})
+                for t in tasks
+                if t.retry_of
+            ]
         )
         if start:
             for task in tasks:
