@@ -62,8 +62,9 @@ class NodeAffinityPolicy(enum.StrEnum):
 
     @property
     def requires_team(self) -> bool:
-        """``require_*`` policies are about a team, so they are meaningless without one."""
-        return self in (NodeAffinityPolicy.REQUIRE_COLOCATE, NodeAffinityPolicy.REQUIRE_SPREAD)
+        """Every policy but ``none`` is about a team's members, so it means nothing without
+        one: ``prefer_*`` is refused too rather than silently ignored."""
+        return self is not NodeAffinityPolicy.NONE
 
 
 class TaskStatus(enum.StrEnum):
@@ -196,7 +197,8 @@ class ExecuteRequest:
         object.__setattr__(self, "team_id", team)
         if self.affinity_policy.requires_team and team is None:
             raise RequestValidationError(
-                "affinity_policy", f"{self.affinity_policy.value} requires a team"
+                "affinity_policy",
+                f"{self.affinity_policy.value} requires a team (it places a team's members)",
             )
         if not isinstance(self.node_selector, Mapping):
             raise RequestValidationError("node_selector", "must be a mapping of label to value")

@@ -107,15 +107,23 @@ def test_it_normalises_strings_to_enums_and_an_empty_team_to_none():
     request = ExecuteRequest(
         **VALID,
         strategy="golem",
-        affinity_policy="prefer_spread",
+        affinity_policy="none",
         team_id="",
         node_selector={"example.com/gpu": "true", "zone": ""},
     )
 
     assert request.strategy is ExecutionStrategy.GOLEM
-    assert request.affinity_policy is NodeAffinityPolicy.PREFER_SPREAD
+    assert request.affinity_policy is NodeAffinityPolicy.NONE
     assert request.team_id is None
     assert request.node_selector == {"example.com/gpu": "true", "zone": ""}
+
+
+@pytest.mark.parametrize(
+    "policy", ["prefer_colocate", "prefer_spread", "require_colocate", "require_spread"]
+)
+def test_every_team_policy_without_a_team_is_refused_alike(policy: str) -> None:
+    with pytest.raises(RequestValidationError, match=f"{policy} requires a team"):
+        ExecuteRequest(**VALID, affinity_policy=policy)
 
 
 def test_a_require_policy_is_valid_with_a_team():
