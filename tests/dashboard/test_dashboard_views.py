@@ -96,10 +96,10 @@ def test_the_task_page_shows_the_placement_record_as_a_table(
     )
     assert bound is True, bound
     html = bob.get(f"/tasks/{task.session_id}/live/").content.decode()
-    assert "2 of 3 nodes evaluated were feasible" in html
-    assert '<table class="placement-table">' in html
+    assert "2 of 3 nodes feasible; ruled out: 1 at capacity." in html
+    assert '<table class="compare candidates">' in html
     assert "least_loaded 0.8" in html and "prefer_labels 0.1" in html
-    assert "Rejected: 1 at capacity." in html
+    assert f"best of 2 feasible nodes: {node.name}" in html
     api = bob.get(f"/api/v1/tasks/{task.session_id}/").json()["placement"]
     assert api["feasible"] == 2 and api["candidates"][0]["scores"]["least_loaded"] == 0.8
 
@@ -115,7 +115,8 @@ def test_a_waiting_task_shows_why_it_waits(bob: Client, task: Task) -> None:
         max_wait=30,
     )
     html = bob.get(f"/tasks/{task.session_id}/live/").content.decode()
-    assert "Waiting for a node:</strong> 0/3 nodes available: 3 at capacity" in html
+    assert "Waiting for a node: 0/3 nodes available: 3 at capacity" in html
+    assert 'data-outcome="waiting"' in html and "then local)" in html
     assert 'data-kind="waiting"' in html
 
 
