@@ -11,6 +11,7 @@ from hivemind_web.hub.models import HubSetting, Node, Task, TaskEvent
 from hivemind_web.hub.services import nodes as node_services
 from hivemind_web.hub.services import submission, waiting
 from hivemind_web.hub.services import tasks as task_services
+from hivemind_web.hub.services import teams as team_services
 
 pytestmark = pytest.mark.django_db
 
@@ -241,3 +242,10 @@ def test_the_task_page_shows_what_the_attempt_consumed(bob: Client) -> None:
     task_services.task_finish(session_id=sid, attempt=1, status="succeeded", usage=usage)
     html = bob.get(f"/tasks/{sid}/").content.decode()
     assert "12 prompt + 30 completion tokens" in html and "first token after 41 ms" in html
+
+
+def test_the_team_page_says_how_long_its_tasks_may_wait(bob: Client) -> None:
+    team_services.team_create(name="patient", max_wait=90)
+    team_services.team_create(name="hasty", max_wait=0)
+    assert "wait for a node up to 90 s" in bob.get("/teams/patient/").content.decode()
+    assert "not at all (they fall back at once)" in bob.get("/teams/hasty/").content.decode()
