@@ -14,7 +14,6 @@ from executor_core.agents.isolation import (
     ISOLATIONS,
     check_runner,
     invoke,
-    isolation_of,
 )
 from executor_core.types import UnknownAgentError
 
@@ -118,9 +117,6 @@ class AgentRegistry:
         if value not in ISOLATIONS:
             raise ValueError(ERR_ISOLATION.format(choices=", ".join(ISOLATIONS), value=value))
         self._isolation = value
-
-    def isolation_for(self, agent_id: str) -> str:
-        return isolation_of(self.get(agent_id), self._isolation)
 
     async def run(self, input: str, ctx: AgentContext) -> str:
         return await invoke(self.get(ctx.agent_id), input, ctx, isolation=self._isolation)

@@ -189,3 +189,16 @@ def test_the_default_registry_includes_plugins(plugin_on_path):
     names = set(default_registry().names())
 
     assert {"echo", "fail", "sleep", "reverse", "shout", "whisper"} <= names
+
+
+def test_the_registry_lists_the_models_its_agents_serve():
+    from executor_core.agents.llm import LlmAgent, LlmConfig
+
+    registry = default_registry(entry_points=False)
+    assert registry.models() == []
+    registry.register(LlmAgent(LlmConfig("http://127.0.0.1:1/v1", ("qwen2.5", "llama3.2"))))
+    assert registry.models() == ["llama3.2", "qwen2.5"]
+    assert registry.models(["echo"]) == [] and registry.models(["llm", "nope"]) == [
+        "llama3.2",
+        "qwen2.5",
+    ]
