@@ -251,3 +251,16 @@ async def test_force_fallback_takes_a_waiting_task_out_of_the_queue(runtime: Run
     await free(runtime, busy)  # the freed slot finds nothing to place
     await asyncio.sleep(0.1)
     assert runtime.wait_queue.placed == 0
+
+
+async def test_a_task_pinned_to_a_busy_node_waits_for_that_node(runtime: Runtime) -> None:
+    busy = await full_node(runtime, "n1")
+    await runtime.write(ready_node, "n2", capacity=1)
+    await runtime.scheduler.resync()
+    sid = await runtime.write(submit, node="n1", max_wait=30)
+    await eventually(lambda: runtime.scheduler.waiting == 1)
+    task = await runtime.write(task_row, sid)
+    assert task.waiting_reason == "0/2 nodes available: node n1 at capacity"
+    await free(runtime, busy)
+    await eventually(lambda: runtime.wait_queue.placed == 1)
+    assert await check(runtime, on_node, sid) == "n1"

@@ -141,9 +141,11 @@ class WaitQueue:
             self._filling = False
 
     async def _fill(self) -> None:
+        if not self._anything_waits():  # the common case, at no cost: nothing to fill with
+            return
         await self.scheduler.ready()
         free = self.scheduler.free_slots()
-        if free <= 0 or not self._anything_waits():
+        if free <= 0:
             return
         heads: list[tuple[AttemptSpec, Any]] = []
         if self.scheduler.waiting > 0:
