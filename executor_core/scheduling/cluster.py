@@ -485,23 +485,19 @@ class ClusterState:
         )
         if on_node:
             why += f", {on_node} of team {request.team_id} there"
-        shares = [(name, share) for name, share, _rate in cycle.rates]
-        candidates = tuple(
-            NodeScore(
-                feasible[i].name,
-                totals[i],
-                {
-                    name: share * scores[i]
-                    for (name, share), scores in zip(shares, each, strict=True)
-                },
-            )
-            for i in order
-        )
+        weighted = [
+            (name, share, scores)
+            for (name, share, _rate), scores in zip(cycle.rates, each, strict=True)
+        ]
+        candidates = []
+        for i in order:
+            parts = {name: share * scores[i] for name, share, scores in weighted}
+            candidates.append(NodeScore(feasible[i].name, totals[i], parts))
         record = PlacementRecord(
             evaluated=visited,
             feasible=len(feasible),
             rejected=rejected,
-            candidates=candidates,
+            candidates=tuple(candidates),
             chosen=best.name,
             summary=why,
         )

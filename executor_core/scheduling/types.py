@@ -108,7 +108,7 @@ class ScheduleRequest:
     model: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeScore:
     """One node as a decision saw it. ``scores`` maps score plugin → its weighted score."""
 

@@ -61,10 +61,7 @@ def least_loaded(running: int, capacity: int, on_node: int) -> float:
 
 def _least_loaded(nodes: Any) -> list[float]:
     # least_loaded over a list, inline: the same expression, so the same floats.
-    return [
-        100.0 * (n.capacity - n.running) / n.capacity if n.running < n.capacity else 0.0
-        for n in nodes
-    ]
+    return [100.0 * (c - r) / c if (r := n.running) < (c := n.capacity) else 0.0 for n in nodes]
 
 
 def colocate(running: int, capacity: int, on_node: int) -> float:
