@@ -249,6 +249,9 @@ class ClusterState:
         # Per key of the indexed filters (Cycle.key): the nodes they let through, as a ring
         # with its own sampling offset. Any change of a node's indexed facts clears it all.
         self._eligible: dict[tuple[Hashable, ...], _Ring] = {}
+        # Per key of a forgotten ring: the node its next walk was to start at, so the rebuilt
+        # ring goes on from there rather than from the first name.
+        self._resume: dict[tuple[Hashable, ...], str] = {}
         for info in nodes:
             self.upsert_node(info)
 
@@ -272,7 +275,7 @@ class ClusterState:
                 node.update(info)
                 self._all.add(node)
                 self._index_labels(node, node.labels.items())
-                self._eligible.clear()
+                self._forget_eligible()
                 return
             facts = node.indexed_facts()
             if node.labels == info.labels:
@@ -284,7 +287,7 @@ class ClusterState:
                 self._unindex_labels(name, old - new)
                 self._index_labels(node, new - old)
             if node.indexed_facts() != facts:
-                self._eligible.clear()
+                self._forget_eligible()
 
     def remove_node(self, name: str) -> bool:
         """Forget the node and the sessions assumed on it. False when it was unknown."""
@@ -294,7 +297,7 @@ class ClusterState:
                 return False
             self._all.discard(name)
             self._unindex_labels(name, node.labels.items())
-            self._eligible.clear()
+            self._forget_eligible()
             # A scan, not a per-node session set: removal is rare, placements are not.
             gone = [sid for sid, assumed in self._assumed.items() if assumed[0] == name]
             for session_id in gone:
@@ -565,10 +568,22 @@ class ClusterState:
         posting = self._posting(request)
         nodes = posting.nodes if posting is not None else []
         ring = _Ring(narrow_all(cycle.indexed, nodes, {}))
+        resume = self._resume.pop(cycle.key, None)
+        if resume is not None and ring.names:
+            ring.start = bisect_left(ring.names, resume) % len(ring.names)
         if len(self._eligible) >= _ELIGIBLE_KEYS:
             self._eligible.clear()  # request shapes churn: start over rather than track age
         self._eligible[cycle.key] = ring
         return ring
+
+    def _forget_eligible(self) -> None:
+        """A node's indexed facts changed: every eligible ring is rebuilt when next needed."""
+        for key, ring in self._eligible.items():
+            if ring.names:
+                self._resume[key] = ring.names[ring.start % len(ring.names)]
+        if len(self._resume) > _ELIGIBLE_KEYS:
+            self._resume.clear()
+        self._eligible.clear()
 
     def _could_ever_fit(self, request: ScheduleRequest) -> bool:
         """True when some node passes every static filter of the request: only transient ones

@@ -330,3 +330,14 @@ def test_a_malformed_constraint_is_a_validation_error_naming_the_field(fields, f
 def test_upsert_refuses_malformed_node_facts(bad):
     with pytest.raises(ValueError, match="node a: "):
         ClusterState().upsert_node(bad)
+
+
+def test_the_rotation_goes_on_where_it_was_when_a_node_changes():
+    state = ClusterState(NodeInfo(f"n{i:03d}", capacity=2) for i in range(300))
+    chosen = []
+    for i in range(4):
+        chosen.append(state.place(req()).node)
+        state.release("s")
+        if i == 1:
+            state.upsert_node(NodeInfo("n299", capacity=2, cordoned=True))  # rebuilds the ring
+    assert chosen == ["n000", "n050", "n100", "n150"]
