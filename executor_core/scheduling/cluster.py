@@ -477,36 +477,9 @@ class ClusterState:
                 visited = len(nodes)
             raise self._failure(request, policy, nodes, ring is None, visited, rejected)
 
-        feasible = _name_order(feasible)
-        totals, each = rate_all(cycle.rates, feasible)
-        order = _best_first(totals, feasible)
-        best, score = feasible[order[0]], totals[order[0]]
-        on_node = team.get(best.name, 0)
-        why = (
-            f"{policy}: best of {len(feasible)} feasible nodes ({visited} checked), "
-            f"{best.running}/{best.capacity} running"
-        )
-        if on_node:
-            why += f", {on_node} of team {request.team_id} there"
-        weighted = [
-            (name, share, scores)
-            for (name, share, _rate), scores in zip(cycle.rates, each, strict=True)
-        ]
-        candidates = []
-        for i in order:
-            parts = {name: share * scores[i] for name, share, scores in weighted}
-            candidates.append(NodeScore(feasible[i].name, totals[i], parts))
-        record = PlacementRecord(
-            evaluated=visited,
-            feasible=len(feasible),
-            rejected=rejected,
-            candidates=tuple(candidates),
-            chosen=best.name,
-            summary=why,
-        )
-        placement = Placement(node=best.name, score=score, reason=why, record=record)
+        placement, best = _choose(request, policy, team, cycle, feasible, visited, rejected)
         next_start = (start + visited) % len(nodes) if ring is not None else 0
-        return _Decision(best, score, ring, next_start, placement)
+        return _Decision(best, placement.score, ring, next_start, placement)
 
     def _failure(
         self,
@@ -701,6 +674,46 @@ def _walk(
         visited += size
         pos = (pos + size) % n
     return feasible, visited, rejected
+
+
+def _choose(
+    request: ScheduleRequest,
+    policy: NodeAffinityPolicy,
+    team: Mapping[str, int],
+    cycle: Cycle,
+    feasible: list[_Node],
+    visited: int,
+    rejected: Rejected,
+) -> tuple[Placement, _Node]:
+    """Score the feasible nodes, take the best, and record the decision."""
+    feasible = _name_order(feasible)
+    totals, each = rate_all(cycle.rates, feasible)
+    order = _best_first(totals, feasible)
+    best = feasible[order[0]]
+    why = (
+        f"{policy}: best of {len(feasible)} feasible nodes ({visited} checked), "
+        f"{best.running}/{best.capacity} running"
+    )
+    on_node = team.get(best.name, 0)
+    if on_node:
+        why += f", {on_node} of team {request.team_id} there"
+    weighted = [
+        (name, share, scores)
+        for (name, share, _rate), scores in zip(cycle.rates, each, strict=True)
+    ]
+    candidates = []
+    for i in order:
+        parts = {name: share * scores[i] for name, share, scores in weighted}
+        candidates.append(NodeScore(feasible[i].name, totals[i], parts))
+    record = PlacementRecord(
+        evaluated=visited,
+        feasible=len(feasible),
+        rejected=rejected,
+        candidates=tuple(candidates),
+        chosen=best.name,
+        summary=why,
+    )
+    return Placement(node=best.name, score=totals[order[0]], reason=why, record=record), best
 
 
 def _name_order(nodes: list[_Node]) -> list[_Node]:
