@@ -653,7 +653,10 @@ def _walk(
             break
         if visited:
             expect = len(feasible) / visited if feasible else expect / 4
-        size = min(n - visited, int(need / max(expect, _MIN_SHARE) * _MARGIN) + 1)
+        if expect >= 1.0:
+            size = min(n - visited, need)  # all were feasible: exactly as many as needed
+        else:
+            size = min(n - visited, int(need / max(expect, _MIN_SHARE) * _MARGIN) + 1)
         end = pos + size
         chunk = nodes[pos:end] if end <= n else nodes[pos:] + nodes[: end - n]
         kept = narrow_all(narrows, chunk, rejected)
