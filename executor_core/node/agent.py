@@ -61,7 +61,7 @@ AUTH_CLOSE_CODES = (protocol.CLOSE_UNAUTHORIZED, protocol.CLOSE_FORBIDDEN)
 
 @dataclass(frozen=True)
 class NodeConfig:
-    hub: str  # http(s) base URL, validated
+    hubs: tuple[str, ...]  # http(s) base URLs, validated, in order of preference
     name: str
     token: str
     labels: dict[str, str]
@@ -79,8 +79,8 @@ class NodeAgent:
     def __init__(self, config: NodeConfig, runner: AgentRunner, state: NodeState) -> None:
         self.config = config
         self._runner = runner
-        self._ws_url = hub_ws_url(config.hub)
-        self._origin = Origin(hub_origin(config.hub))
+        # Where to connect: each hub's socket URL and the Origin its own pages would send.
+        self._endpoints = [(hub_ws_url(hub), Origin(hub_origin(hub))) for hub in config.hubs]
         self._outbox = Outbox(state.outbox_path)
         self._stats = Stats(state.stats_path)
         self._runs: dict[ResultKey, Run] = {}
@@ -189,17 +189,19 @@ class NodeAgent:
     async def _connect_forever(self) -> None:
         failures = 0
         headers = {"Authorization": f"Bearer {self.config.token}"}
+        endpoint = 0
         while True:
             self._welcomed = False
+            ws_url, origin = self._endpoints[endpoint]
             try:
                 async with connect(
-                    self._ws_url,
-                    origin=self._origin,
+                    ws_url,
+                    origin=origin,
                     additional_headers=headers,
                     max_size=protocol.MAX_FRAME_BYTES,
                     open_timeout=10,
                 ) as ws:
-                    logger.info("connected to %s", self._ws_url)
+                    logger.info("connected to %s", ws_url)
                     await self._session(ws)
                     logger.warning("the hub closed the connection (code %s)", ws.close_code)
             except InvalidStatus as exc:
@@ -218,10 +220,13 @@ class NodeAgent:
                 else:
                     logger.warning("connection to the hub lost: %s", exc)
             except (OSError, TimeoutError, WebSocketException) as exc:
-                logger.warning("cannot reach the hub at %s: %r", self._ws_url, exc)
+                logger.warning("cannot reach the hub at %s: %r", ws_url, exc)
             if self._welcomed:  # a connection the hub accepted resets the backoff
                 failures = 0
-            delay = backoff_delay(failures, self.config.max_backoff)
+            # The next hub, if there are several: one that went away is failed over from,
+            # and back to once it is the survivor. The backoff grows per round of them all.
+            endpoint = (endpoint + 1) % len(self._endpoints)
+            delay = backoff_delay(failures // len(self._endpoints), self.config.max_backoff)
             failures += 1
             logger.info("reconnecting in %.1fs", delay)
             await asyncio.sleep(delay)

@@ -32,7 +32,7 @@ from executor_core.labels import (
 )
 from executor_core.node import protocol
 from executor_core.node.agent import NodeAgent, NodeConfig
-from executor_core.node.connection import HubURLError, check_hub_url
+from executor_core.node.connection import HubURLError, check_hub_urls
 from executor_core.node.register import RegistrationError, register_node
 from executor_core.node.state import NodeState, StateError, default_state_dir
 
@@ -46,9 +46,9 @@ ERR_NO_CREDENTIALS = (
 )
 
 
-def _hub(value: str) -> str:
+def _hubs(value: str) -> tuple[str, ...]:
     try:
-        return check_hub_url(value)
+        return check_hub_urls(value)
     except HubURLError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -107,7 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a Golem node: connect out to a Hivemind hub and run the SubAgents "
         "it assigns.",
     )
-    parser.add_argument("--hub", required=True, type=_hub, help="hub base URL, http(s)://HOST:PORT")
+    parser.add_argument(
+        "--hub",
+        required=True,
+        type=_hubs,
+        help="hub base URL, http(s)://HOST:PORT; several, comma-separated, for hub processes "
+        "sharing one database: the node uses one and fails over to the next",
+    )
     parser.add_argument(
         "--name", required=True, type=_name, help="node name (lowercase DNS label, <= 63 chars)"
     )
@@ -259,7 +265,7 @@ def _token(args: argparse.Namespace, state: NodeState, parser: argparse.Argument
     join_token = args.join_token or os.environ.get(ENV_JOIN_TOKEN)
     if not join_token:
         parser.error(ERR_NO_CREDENTIALS.format(path=state.credentials_path))
-    logger.info("registering with %s", args.hub)
+    logger.info("registering with %s", ",".join(args.hub))
     token = register_node(
         args.hub,
         join_token=join_token,
@@ -296,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         state.ensure_directory()
         with state.locked():
             config = NodeConfig(
-                hub=args.hub,
+                hubs=args.hub,
                 name=args.name,
                 token=_token(args, state, parser),
                 labels=args.labels,

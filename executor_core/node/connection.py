@@ -1,4 +1,4 @@
-"""Where and how a node reaches its hub: URLs derived from ``--hub``, and reconnect backoff."""
+"""Where and how a node reaches its hubs: URLs derived from ``--hub``, and reconnect backoff."""
 
 from __future__ import annotations
 
@@ -33,6 +33,14 @@ def check_hub_url(hub: str) -> str:
     except ValueError:
         raise HubURLError(f"hub URL {hub!r} has an invalid port") from None
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def check_hub_urls(value: str) -> tuple[str, ...]:
+    """``URL[,URL...]``: the hub processes a node may use, in order of preference."""
+    hubs = tuple(dict.fromkeys(check_hub_url(part) for part in value.split(",") if part.strip()))
+    if not hubs:
+        raise HubURLError("hub must name at least one http:// or https:// URL")
+    return hubs
 
 
 def hub_origin(hub: str) -> str:

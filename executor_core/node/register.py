@@ -7,7 +7,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from executor_core.node import protocol
@@ -26,7 +26,7 @@ class RegistrationError(Exception):
 
 
 def register_node(
-    hub: str,
+    hubs: str | Sequence[str],
     *,
     join_token: str,
     name: str,
@@ -40,21 +40,25 @@ def register_node(
 
     A 4xx answer is final, but 429 (too many registrations), which is retried after the
     wait the hub names. An unreachable hub or a 5xx answer is retried for ``retry_for``
-    seconds, because nodes are often started together with the hub.
+    seconds, because nodes are often started together with the hub; with several hubs, each
+    retry asks the next one.
     """
-    url = hub_endpoint(hub, protocol.REGISTER_PATH)
+    urls = [
+        hub_endpoint(h, protocol.REGISTER_PATH) for h in ([hubs] if isinstance(hubs, str) else hubs)
+    ]
     body = json.dumps(
         {"join_token": join_token, "name": name, "labels": dict(labels), "capacity": capacity}
     ).encode("utf-8")
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
-    )
     deadline = time.monotonic() + retry_for
     failures = 0
     while True:
+        url = urls[failures % len(urls)]
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return _token_from(response.status, response.read())
@@ -66,7 +70,7 @@ def register_node(
         except (urllib.error.URLError, OSError) as exc:
             problem = ERR_UNREACHABLE.format(url=url, reason=getattr(exc, "reason", exc))
             wait = 0.0
-        delay = max(wait, backoff_delay(failures, max_backoff))
+        delay = max(wait, backoff_delay(failures // len(urls), max_backoff))
         failures += 1
         if time.monotonic() + delay > deadline:
             raise RegistrationError(problem)

@@ -17,7 +17,7 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,25 +85,28 @@ class NodeState:
         if not os.access(self.directory, os.W_OK):
             raise StateError(f"state dir {self.directory} is not writable")
 
-    def stored_token(self, hub: str) -> str | None:
-        """The token stored by an earlier registration with ``hub``, if any."""
+    def stored_token(self, hubs: str | Sequence[str]) -> str | None:
+        """The token stored by an earlier registration with one of ``hubs`` (several hub
+        processes share one database: a token from one is good at all), if any."""
+        wanted = [hubs] if isinstance(hubs, str) else list(hubs)
         data = read_json(self.credentials_path)
         if not isinstance(data, dict) or not isinstance(data.get("token"), str):
             return None
-        if data.get("hub") != hub:
+        stored = data.get("hubs") if isinstance(data.get("hubs"), list) else [data.get("hub")]
+        if not set(stored) & set(wanted):
             logger.warning(
                 "ignoring the token stored in %s: it is for hub %s, not %s",
                 self.credentials_path,
-                data.get("hub"),
-                hub,
+                ",".join(map(str, stored)),
+                ",".join(wanted),
             )
             return None
         return data["token"]
 
-    def store_token(self, hub: str, token: str) -> None:
-        write_json(
-            self.credentials_path, {"name": self.name, "hub": hub, "token": token}, durable=True
-        )
+    def store_token(self, hubs: str | Sequence[str], token: str) -> None:
+        listed = [hubs] if isinstance(hubs, str) else list(hubs)
+        data = {"name": self.name, "hub": listed[0], "hubs": listed, "token": token}
+        write_json(self.credentials_path, data, durable=True)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

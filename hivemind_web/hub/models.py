@@ -72,6 +72,12 @@ class Node(models.Model):
     # channel is where the consumer holding it answers "are you still there?".
     connection_epoch = models.PositiveBigIntegerField(default=0)
     connection_channel = models.CharField(max_length=200, blank=True)
+    # The hub process (HubInstance name) holding that connection: while it renews its lease
+    # without hearing the node, the node is silent; while it is itself silent, nobody knows.
+    connection_hub = models.CharField(max_length=128, blank=True)
+    # Silence before this does not count: the hub holding the node's connection died then,
+    # and the node gets the whole lost window to reach another hub.
+    silence_counts_from = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     # Last: the name shadows the ``models`` module in this class body.

@@ -59,8 +59,9 @@ def _process_part(channel: str) -> str:
 class NodeConnections:
     """The node connections this hub process holds; claims, releases and checks them."""
 
-    def __init__(self, writer: GroupWriter, idle_limit: float) -> None:
+    def __init__(self, writer: GroupWriter, idle_limit: float, instance: str) -> None:
         self.writer = writer
+        self.instance = instance  # this hub process, recorded on the connections it holds
         self.idle_limit = idle_limit  # seconds of silence after which a holder is not live
         self._held: dict[str, Held] = {}  # consumer channel → what it holds
 
@@ -74,7 +75,11 @@ class NodeConnections:
             if holder and holder != channel and await self._live(holder, channel):
                 return Claim(refusal=ERR_HELD.format(name=name))
             won = await self.writer.run(
-                identity.node_claim_connection, name=name, channel=channel, seen_epoch=epoch
+                identity.node_claim_connection,
+                name=name,
+                channel=channel,
+                seen_epoch=epoch,
+                hub=self.instance,
             )
             if won is not None:
                 self._held[channel] = Held(name, won, token_hash)

@@ -42,6 +42,7 @@ def _release_instance(instance: str, error: str) -> None:
     policy applies), and the pending attempts it had claimed are free to be routed again."""
     stuck = Task.objects.filter(owner=instance, route=Task.Route.LOCAL, status="running")
     tasks_fail_each(stuck, error=error, actor="system")
+    node_services.nodes_release_hub(instance=instance)
     Task.objects.filter(status="pending", owner=instance).exclude(route_reason="").update(
         route_reason=""
     )
@@ -70,7 +71,9 @@ def recover_after_restart(instance: str) -> list[AttemptSpec]:
 
 
 def renew_lease(instance: str) -> None:
-    HubInstance.objects.update_or_create(name=instance, defaults={"last_seen": timezone.now()})
+    now = timezone.now()
+    if not HubInstance.objects.filter(name=instance).update(last_seen=now):
+        HubInstance.objects.update_or_create(name=instance, defaults={"last_seen": now})
 
 
 def reap_expired_instances(expired_before: object, *, alive: str) -> list[AttemptSpec]:
@@ -151,7 +154,8 @@ class Reaper:
         if up_for > cfg["LOST_AFTER"]:
             await rt.writer.run(
                 node_services.node_fail_lost_tasks,
-                lost_since=now - timedelta(seconds=cfg["LOST_AFTER"]),
+                now=now,
+                lost_after=timedelta(seconds=cfg["LOST_AFTER"]),
             )
         # An assignment nobody here waits for (its hub restarted) goes back to pending; the
         # node is told to drop it in case it did accept.
@@ -165,8 +169,9 @@ class Reaper:
                 spec = await rt.writer.run(_pending_spec, sid, attempt)
                 if spec is not None:
                     rt.spawn(rt.run_attempt(spec))
+        # Every tick: how long this hub has been listening tells others about its nodes.
+        await rt.writer.enqueue_first(renew_lease, rt.instance)
         if self._ticks % LEASE_EVERY == 0:
-            await rt.writer.run(renew_lease, rt.instance)
             expired = now - timedelta(seconds=LEASE_SECONDS)
             reaped = await rt.writer.run(reap_expired_instances, expired, alive=rt.instance)
             # Pending attempts nobody started (submitted from a process without a runtime,

@@ -157,7 +157,9 @@ class Runtime:
         # this process last heard each node (monotonic), written or not.
         self.heartbeats: dict[str, dict[str, Any]] = {}
         self.heard: dict[str, float] = {}
-        self.connections = NodeConnections(self.writer, idle_limit=cfg["HEARTBEAT_GRACE"])
+        self.connections = NodeConnections(
+            self.writer, idle_limit=cfg["HEARTBEAT_GRACE"], instance=INSTANCE
+        )
         self.fallback_mode = False
         self.local = LocalExecutor(
             self.registry,

@@ -128,12 +128,15 @@ def node_connection(name: str) -> tuple[int, str]:
     return row.first() or (0, "")
 
 
-def node_claim_connection(*, name: str, channel: str, seen_epoch: int) -> int | None:
-    """Take the identity for the connection on ``channel``, unless another connection took
-    it since ``seen_epoch`` was read. Returns the new epoch, or None."""
+def node_claim_connection(*, name: str, channel: str, seen_epoch: int, hub: str = "") -> int | None:
+    """Take the identity for the connection on ``channel`` (served by hub process ``hub``),
+    unless another connection took it since ``seen_epoch`` was read. Returns the new epoch,
+    or None."""
     with transaction.atomic():
         taken = Node.objects.filter(name=name, connection_epoch=seen_epoch).update(
-            connection_epoch=F("connection_epoch") + 1, connection_channel=channel
+            connection_epoch=F("connection_epoch") + 1,
+            connection_channel=channel,
+            connection_hub=hub,
         )
     return seen_epoch + 1 if taken else None
 
@@ -142,7 +145,7 @@ def node_release_connection(*, name: str, epoch: int) -> None:
     """The connection of ``epoch`` closed; a newer one keeps what it holds."""
     with transaction.atomic():
         Node.objects.filter(name=name, connection_epoch=epoch).update(
-            connection_channel="", updated_at=timezone.now()
+            connection_channel="", connection_hub="", updated_at=timezone.now()
         )
 
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from executor_core.labels import LabelError, node_name_error, validate_labels
 from hivemind_web.hub import intents
-from hivemind_web.hub.models import Node, NodeLoadSample, Task
+from hivemind_web.hub.models import HubInstance, Node, NodeLoadSample, Task
 from hivemind_web.hub.services import events
 from hivemind_web.hub.services.errors import IdentityConflict, NotFound, ServiceValidationError
 from hivemind_web.hub.services.identity import hash_token, join_token_redeem
@@ -233,11 +233,50 @@ def node_mark_stale(*, silent_since: datetime, heard: Iterable[str] = ()) -> lis
     return names
 
 
-def node_fail_lost_tasks(*, lost_since: datetime) -> list[str]:
-    """Fail the tasks of nodes silent since ``lost_since`` ("node lost"); the team decides next."""
-    lost_nodes = Node.objects.filter(healthy=False, last_heartbeat__lt=lost_since)
-    tasks = Task.objects.filter(node__in=lost_nodes, status__in=["scheduled", "running"])
+def lost_nodes(*, now: datetime, lost_after: timedelta) -> list[int]:
+    """The nodes no hub has heard from for ``lost_after`` (DESIGN §13).
+
+    Every hub writes the heartbeats it hears to the node row, so ``last_heartbeat`` is the
+    latest any hub heard. A node whose connection is held by a hub process counts as silent
+    only once that hub renewed its lease ``lost_after`` past the node's last heartbeat: the
+    hub was listening all that time and heard nothing. While that hub is itself silent (it
+    died, or stalls), nobody can tell; once its lease runs out its nodes get the whole window
+    again, from then, to reach another hub (``silence_counts_from``).
+    """
+    candidates = list(
+        Node.objects.filter(healthy=False, last_heartbeat__lt=now - lost_after).values_list(
+            "pk", "last_heartbeat", "silence_counts_from", "connection_hub"
+        )
+    )
+    hubs = {h for *_, h in candidates if h}
+    seen = dict(
+        HubInstance.objects.filter(name__in=hubs).values_list("name", "last_seen") if hubs else []
+    )
+    lost = []
+    for pk, heartbeat, counts_from, hub in candidates:
+        silent_since = max(heartbeat, counts_from) if counts_from else heartbeat
+        listened_until = seen.get(hub, now) if hub else now
+        if min(now, listened_until) - silent_since >= lost_after:
+            lost.append(pk)
+    return lost
+
+
+def node_fail_lost_tasks(*, now: datetime, lost_after: timedelta) -> list[str]:
+    """Fail the tasks of nodes no hub heard from for ``lost_after`` ("node lost"); the team
+    decides next."""
+    lost = lost_nodes(now=now, lost_after=lost_after)
+    if not lost:
+        return []
+    tasks = Task.objects.filter(node__in=lost, status__in=["scheduled", "running"])
     return tasks_fail_each(tasks, error=NODE_LOST, actor="system")
+
+
+def nodes_release_hub(*, instance: str) -> int:
+    """The hub process ``instance`` is gone, and the node connections it held with it: they
+    hold nothing any more, and their nodes' silence counts from now."""
+    return Node.objects.filter(connection_hub=instance).update(
+        connection_hub="", connection_channel="", silence_counts_from=timezone.now()
+    )
 
 
 def _set_intent(name: str, kind: str, actor: Any, **intent: bool) -> Node:
