@@ -205,6 +205,13 @@ class LocalExecutor:
             run.task.cancel()
         return True
 
+    def cancel_all(self) -> int:
+        """Cancel every queued and running run (the host is stopping); how many there were."""
+        sessions = [*self._queued, *self._running]
+        for session_id in sessions:
+            self.cancel(session_id)
+        return len(sessions)
+
     def _context(self, request: ExecuteRequest) -> AgentContext:
         sid, observer = request.session_id, self._observer
         return AgentContext(

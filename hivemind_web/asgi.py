@@ -20,7 +20,7 @@ from django.urls import path  # noqa: E402
 from hivemind_web.hub.api import fast_submit  # noqa: E402
 from hivemind_web.hub.consumers.nodes import NodeConsumer  # noqa: E402
 from hivemind_web.hub.execution import loop as hub_loop  # noqa: E402
-from hivemind_web.hub.execution import runtime  # noqa: E402
+from hivemind_web.hub.execution import runtime, shutdown  # noqa: E402
 
 websocket_routes = [path("ws/nodes/", NodeConsumer.as_asgi())]
 try:  # the dashboard's live board, when installed
@@ -41,7 +41,7 @@ router = ProtocolTypeRouter(
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     # The first connection tells us the server's loop: the hub runtime lives on it.
     if hub_loop.bind(asyncio.get_running_loop()):
-        await runtime.ensure_started()
+        shutdown.install(await runtime.ensure_started(), asyncio.get_running_loop())
     if fast_submit.wants(scope):
         await fast_submit.serve(scope, receive, send)
         return

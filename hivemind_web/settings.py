@@ -260,6 +260,8 @@ HIVEMIND = {
     "HEARTBEAT_GRACE": env_float("HIVEMIND_HEARTBEAT_GRACE", 15.0, minimum=0.1),
     "LOST_AFTER": env_float("HIVEMIND_LOST_AFTER", 30.0, minimum=0.1),
     "ASSIGN_TIMEOUT": env_float("HIVEMIND_ASSIGN_TIMEOUT", 10.0, minimum=0.1),
+    # On SIGTERM, how long local runs get to finish before they fail "hub stopped".
+    "SHUTDOWN_GRACE": env_float("HIVEMIND_SHUTDOWN_GRACE", 30.0, minimum=0.0, maximum=3600.0),
     "PROGRESS_FLUSH": env_float("HIVEMIND_PROGRESS_FLUSH", 0.25, minimum=0.01),
     "BIND_RETRIES": env_int("HIVEMIND_BIND_RETRIES", 3, minimum=1),
     # Seconds a golem/auto task may wait for a feasible node (a team's or task's own wins).

@@ -34,6 +34,8 @@ FAST_TIMINGS = {
     "HIVEMIND_LOST_AFTER": "4",
     "HIVEMIND_ASSIGN_TIMEOUT": "3",
     "HIVEMIND_PROGRESS_FLUSH": "0.1",
+    # A stopped hub's local runs get this long to finish (tests of the stop set their own).
+    "HIVEMIND_SHUTDOWN_GRACE": "3",
 }
 ROLE_PASSWORD = "correct-horse-battery"
 

@@ -37,7 +37,7 @@ LEASE_SECONDS = 20.0
 ASSIGN_LOST = "assignment lost (hub restarted before the node accepted)"
 
 
-def _release_instance(instance: str, error: str) -> None:
+def release_instance(instance: str, error: str) -> None:
     """What a dead hub process held: its local runs fail with ``error`` (then the team
     policy applies), and the pending attempts it had claimed are free to be routed again."""
     stuck = Task.objects.filter(owner=instance, route=Task.Route.LOCAL, status="running")
@@ -65,7 +65,7 @@ def recover_after_restart(instance: str) -> list[AttemptSpec]:
 
     Attempts claimed by other, living hub processes are theirs to finish.
     """
-    _release_instance(instance, HUB_RESTARTED)
+    release_instance(instance, HUB_RESTARTED)
     renew_lease(instance)
     return unclaimed_pending()
 
@@ -85,7 +85,7 @@ def reap_expired_instances(expired_before: object, *, alive: str) -> list[Attemp
         .values_list("name", flat=True)
     )
     for name in dead:
-        _release_instance(name, HUB_LOST)
+        release_instance(name, HUB_LOST)
         HubInstance.objects.filter(name=name, last_seen__lt=expired_before).delete()
     return unclaimed_pending() if dead else []
 

@@ -210,6 +210,10 @@ class Runtime:
         self.control_channel: str | None = None
         self.instance = INSTANCE
         self.loop: asyncio.AbstractEventLoop | None = None
+        # A graceful stop (``shutdown``): no new work once stopping; once stopped, what this
+        # process still has to report counts for nothing (it gave its work up).
+        self.stopping = False
+        self.stopped = False
         self.started = False
         self.started_at = 0.0
 
@@ -404,6 +408,8 @@ class Runtime:
 
     async def _guarded(self, spec: AttemptSpec, work: Any) -> None:
         sid, attempt = spec.session_id, spec.attempt
+        if self.stopping:
+            return  # left unclaimed: another hub process, or this one restarted, routes it
         try:
             await work
         except Exception as exc:  # never leave a task stuck on a bug or an outage
@@ -471,6 +477,8 @@ class Runtime:
         error: str = "",
         usage: Mapping[str, Any] | None = None,
     ) -> None:
+        if self.stopped:
+            return
         self.progress.flush_nowait(session_id)
         await self.writer.run(
             task_services.task_finish,
