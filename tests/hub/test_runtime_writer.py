@@ -321,10 +321,12 @@ class Refused(DatabaseError):
     [
         (1, Deadlock, 2, True),
         (writer_module.RETRIES - 1, Deadlock, writer_module.RETRIES, True),
-        (writer_module.RETRIES, Deadlock, writer_module.RETRIES, False),
+        # Its own batch's locks keep it losing: the whole batch is rolled back and applied
+        # again, the neighbour's write included (once in the end).
+        (writer_module.RETRIES, Deadlock, writer_module.RETRIES + 1, True),
         (1, Refused, 1, False),
     ],
-    ids=["one deadlock", "deadlocks up to the last try", "deadlocked every time", "not retryable"],
+    ids=["one deadlock", "deadlocks up to the last try", "batch applied again", "not retryable"],
 )
 async def test_it_tries_a_call_that_lost_a_deadlock_again_in_a_fresh_savepoint(
     writer: GroupWriter, failures: int, error: type[DatabaseError], tries: int, succeeds: bool
@@ -350,3 +352,18 @@ async def test_it_tries_a_call_that_lost_a_deadlock_again_in_a_fresh_savepoint(
     # Each failed try's write was rolled back with its savepoint.
     kept = ["red", f"try-{tries}"] if succeeds else ["red"]
     assert sorted(await writer.run(team_names)) == kept
+
+
+async def test_a_batch_that_keeps_losing_deadlocks_fails_whole_and_changes_nothing(
+    writer: GroupWriter,
+) -> None:
+    def write() -> str:
+        Team.objects.create(name="never")
+        raise Deadlock("lost")
+
+    neighbour = writer.enqueue(create_team, "red")
+    call = writer.enqueue(write)
+    for future in (neighbour, call):
+        with pytest.raises(DatabaseError):
+            await future
+    assert await writer.run(team_names) == []

@@ -73,10 +73,9 @@ def test_cancels_and_force_fallbacks_racing_binds_on_another_hub_never_fail(
     # Every slot the binds took was given back.
     for node in nodes:
         wait_for(
-            lambda n=node: binder.api("GET", f"/api/v1/nodes/{n.name}/", token=token)[1][
-                "running"
-            ]
-            == 0,
+            lambda n=node: (
+                binder.api("GET", f"/api/v1/nodes/{n.name}/", token=token)[1]["running"] == 0
+            ),
             timeout=30,
             what=f"{node.name}'s slots given back",
         )

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -34,6 +36,12 @@ MAX_BATCH = 500
 # rows in opposite orders) is rolled back to its savepoint and tried again.
 RETRIES = 3
 RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+# A call that keeps losing makes the whole batch roll back and apply again, this many times.
+BATCH_RETRIES = 5
+
+
+class _BatchDeadlock(Exception):
+    """A call kept losing deadlocks to locks its own batch holds: roll the batch back."""
 
 
 def retryable(exc: BaseException) -> bool:
@@ -176,6 +184,10 @@ def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bo
             except Exception as exc:
                 if attempt < RETRIES and retryable(exc):
                     continue  # our savepoint's locks are gone: the other side can finish
+                if retryable(exc):
+                    # The locks that keep losing are the batch's own earlier ones: give them
+                    # all back and apply the whole batch again.
+                    raise _BatchDeadlock from exc
                 log.exception("hub write %s failed", getattr(call.fn, "__name__", call.fn))
                 outcomes[i] = (False, exc)
                 return
@@ -195,7 +207,7 @@ def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bo
         groups.clear()
         sessions.clear()
 
-    try:
+    def apply_all() -> None:
         with transaction.atomic():
             for i, call in enumerate(batch):
                 form = batched.get(call.fn)
@@ -208,6 +220,21 @@ def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bo
                 groups.setdefault(call.fn, []).append(i)
                 sessions.update(keys)
             apply_groups()
+
+    try:
+        for attempt in range(1, BATCH_RETRIES + 1):
+            try:
+                apply_all()
+                break
+            except _BatchDeadlock as exc:
+                # Rolled back whole, after-commit hooks included: nothing of it happened.
+                groups.clear()
+                sessions.clear()
+                outcomes[:] = [(False, None)] * len(batch)
+                if attempt == BATCH_RETRIES:
+                    raise exc.__cause__ from None
+                log.warning("hub write batch of %d lost a deadlock; applying it again", len(batch))
+                time.sleep(random.uniform(0.005, 0.05) * attempt)
     except DatabaseError as exc:
         # The commit (or the connection) failed: nothing of the batch is durable. Drop the
         # connection so the next batch opens a fresh one.

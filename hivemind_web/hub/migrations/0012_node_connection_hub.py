@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("hub", "0008_node_identity"),
+        ("hub", "0011_node_control"),
     ]
 
     operations = [
