@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("hub", "0011_node_control"),
+        ("hub", "0012_scheduling_fields"),
     ]
 
     operations = [
