@@ -27,6 +27,8 @@ from typing import Any
 
 from django.db import DatabaseError, close_old_connections, connection, transaction
 
+from hivemind_web.hub.services.retry import retryable
+
 log = logging.getLogger(__name__)
 
 # One transaction holds at most this many calls: a huge backlog still commits in steps, so
@@ -35,18 +37,12 @@ MAX_BATCH = 500
 # A call that lost a deadlock (PostgreSQL picks a victim when two hub processes lock the same
 # rows in opposite orders) is rolled back to its savepoint and tried again.
 RETRIES = 3
-RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
 # A call that keeps losing makes the whole batch roll back and apply again, this many times.
 BATCH_RETRIES = 5
 
 
 class _BatchDeadlock(Exception):
     """A call kept losing deadlocks to locks its own batch holds: roll the batch back."""
-
-
-def retryable(exc: BaseException) -> bool:
-    cause = exc.__cause__ or exc
-    return getattr(cause, "sqlstate", None) in RETRYABLE_SQLSTATES
 
 
 class _Call:

@@ -24,6 +24,7 @@ from hivemind_web.hub.services.errors import (
     TransitionError,
 )
 from hivemind_web.hub.services.node_state import release_slot
+from hivemind_web.hub.services.retry import retry_deadlocks
 from hivemind_web.hub.services.transitions import (
     ACTIVE,
     BOUND,
@@ -208,6 +209,7 @@ def task_finish(
     return batched.finish_many([call])[0]
 
 
+@retry_deadlocks
 @transaction.atomic
 def task_cancel(*, session_id: Any, actor: Any) -> Task:
     """Cancel a task wherever it is; a finished task cannot be cancelled (409)."""
@@ -225,6 +227,7 @@ def task_cancel(*, session_id: Any, actor: Any) -> Task:
     return done
 
 
+@retry_deadlocks
 @transaction.atomic
 def task_force_fallback(*, session_id: Any, actor: Any) -> Task:
     """Run the task locally now: a remote attempt is cancelled on its node (audited)."""
