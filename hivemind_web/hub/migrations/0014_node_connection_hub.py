@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("hub", "0012_scheduling_fields"),
+        ("hub", "0013_task_retry_of"),
     ]
 
     operations = [
