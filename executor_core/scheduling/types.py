@@ -172,7 +172,7 @@ class SchedulingError(ExecutorError):
     """No feasible node. ``reason`` says what ruled the nodes out, kube-scheduler style.
 
     ``waitable`` is True when waiting could help: some node passes every static filter and
-    only transient ones (capacity, readiness, exclusion, ...) rule nodes out now. False when no
+    only transient ones (capacity, readiness, resources, ...) rule nodes out now. False when no
     node of the fleet could ever meet the request's static constraints.
     """
 

@@ -13,8 +13,10 @@ REASON = "excluded after an earlier attempt"
 
 class Exclusion(Filter):
     name = NAME
-    # Transient as waiting goes: the excluded node stays out, but others may free up.
-    transient = True
+    # Static as waiting goes: an excluded node never becomes eligible for this request, so
+    # a retry whose only candidates were excluded falls back at once instead of waiting.
+    # Other nodes that are merely busy still make the request worth waiting for.
+    transient = False
 
     def prefilter(self, request: ScheduleRequest) -> Narrow | None:
         excluded = request.hints.excluded_nodes

@@ -265,7 +265,13 @@ def test_a_failure_records_every_node_by_reason():
     [
         ([NodeInfo("a", running=1)], {}, True),
         ([NodeInfo("a", ready=False)], {}, True),
-        ([NodeInfo("a")], {"hints": ScheduleHints(excluded_nodes=frozenset({"a"}))}, True),
+        # The only node was excluded (a retry after it lost the task): it never qualifies.
+        ([NodeInfo("a")], {"hints": ScheduleHints(excluded_nodes=frozenset({"a"}))}, False),
+        (
+            [NodeInfo("a"), NodeInfo("b", running=1)],
+            {"hints": ScheduleHints(excluded_nodes=frozenset({"a"}))},
+            True,
+        ),
         (
             [NodeInfo("a"), NodeInfo("b")],
             {

@@ -153,7 +153,7 @@ def test_prefer_labels_scores_the_share_of_preferred_labels_carried(labels, pref
         ("NodeModel", False),
         ("TeamAffinity", True),
         ("NodeReadiness", True),
-        ("NodeExclusion", True),
+        ("NodeExclusion", False),
         ("NodeCapacity", True),
         ("NodeResources", True),
     ],

@@ -129,6 +129,8 @@ def static_failure(node: NodeInfo, r: ScheduleRequest) -> str | None:
         return "missing capabilities " + ",".join(sorted(r.capabilities))
     if r.model and r.model not in node.models:
         return f"not serving model {r.model}"
+    if node.name in r.hints.excluded_nodes:
+        return "excluded after an earlier attempt"
     return None
 
 
