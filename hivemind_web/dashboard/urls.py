@@ -10,6 +10,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", board.board, name="board"),
     path("board/snapshot.json", board.board_data, name="board-data"),
+    path("board/charts.json", board.board_charts, name="board-charts"),
     path("fallback-mode/", board.fallback_mode, name="fallback-mode"),
     path("tasks/new/", tasks.task_new, name="task-new"),
     path("tasks/bulk/", tasks.tasks_bulk, name="tasks-bulk"),

@@ -17,7 +17,8 @@ async function send(form) {
   const buttons = form.querySelectorAll("button");
   buttons.forEach((b) => { b.disabled = true; });
   try {
-    const response = await fetch(form.action, {
+    // getAttribute: a field named "action" would shadow form.action.
+    const response = await fetch(form.getAttribute("action"), {
       method: "POST",
       body: new FormData(form),
       headers: { Accept: "application/json" },

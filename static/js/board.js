@@ -7,6 +7,7 @@ import {
   BOUND, TERMINAL, actionForm, age, badge, h, progressBar, renderScheduler, setText,
   shortId, syncChildren, updateBadge, updateProgress,
 } from "./dom.js";
+import { startCharts } from "./charts.js";
 import { BoardStream } from "./live.js";
 import { LoadHistory, loadPlot } from "./plot.js";
 
@@ -429,7 +430,10 @@ function filterQuery() {
 async function bulk(kind) {
   const query = filterQuery();
   query.set("action", kind);
-  const preview = await fetch(`/tasks/bulk/preview.json?${query}`, { credentials: "same-origin" });
+  const preview = await fetch(`/tasks/bulk/preview.json?${query}`, {
+    credentials: "same-origin",
+    cache: "no-store", // the count of now, never a cached one
+  });
   if (!preview.ok) return;
   const { count, limit } = await preview.json();
   const what = kind === "cancel" ? "not yet ended" : "failed or cancelled";
@@ -473,6 +477,7 @@ groupSelect.addEventListener("change", () => {
 document.getElementById("page-prev").addEventListener("click", () => applyFilters(state.page - 1));
 document.getElementById("page-next").addEventListener("click", () => applyFilters(state.page + 1));
 setInterval(tickAges, 5000);
+startCharts(document.getElementById("charts"));
 
 const stream = new BoardStream(streamParams(), { onSnapshot: applySnapshot, onFrame: applyFrame }).start();
 

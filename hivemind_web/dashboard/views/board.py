@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
+from hivemind_web.dashboard.charts import CHARTS
 from hivemind_web.dashboard.selectors import STATUSES, board_snapshot, parse_request
 from hivemind_web.dashboard.views.common import action, action_done, viewer_required
 from hivemind_web.hub.api.permissions import SWITCH_FALLBACK
@@ -20,6 +21,12 @@ def board(request: HttpRequest) -> HttpResponse:
 def board_data(request: HttpRequest) -> JsonResponse:
     """The snapshot the stream sends, over plain HTTP (used while the socket is down)."""
     return JsonResponse(board_snapshot(parse_request(request.GET)))
+
+
+@viewer_required
+def board_charts(request: HttpRequest) -> JsonResponse:
+    """The last hour's throughput, queue depth, fallback rate and run times per agent."""
+    return JsonResponse(CHARTS.get())
 
 
 @action(SWITCH_FALLBACK)
