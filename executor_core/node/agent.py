@@ -45,11 +45,13 @@ WARN_IDENTITY_IN_USE = (
     "the hub refused this connection: %s (is another hivemind-node running with this "
     "node's name and token?); retrying"
 )
-REJECT_DRAINING = "node {name} is draining"
-REJECT_STOPPING = "node {name} is shutting down"
-REJECT_CORDONED = "node {name} is cordoned"
-REJECT_AT_CAPACITY = "node {name} is at capacity ({running}/{capacity} running)"
-REJECT_UNKNOWN_AGENT = "node {name} does not run agent {agent!r} (it runs: {agents})"
+# Why an assignment is refused. The hub prefixes "node <name> rejected the task: ", so the
+# reasons do not name the node again.
+REJECT_DRAINING = "draining"
+REJECT_STOPPING = "shutting down"
+REJECT_CORDONED = "cordoned"
+REJECT_AT_CAPACITY = "at capacity ({running}/{capacity} running)"
+REJECT_UNKNOWN_AGENT = "does not run agent {agent!r} (it runs: {agents})"
 
 CANCEL_GRACE = 2.0  # seconds a cancelled agent gets to stop by itself before it is interrupted
 STOP_GRACE = 5.0  # seconds interrupted runs get to unwind at shutdown
@@ -391,20 +393,17 @@ class NodeAgent:
         run.task = asyncio.create_task(self._execute(run), name=f"run-{sid}-{attempt}")
 
     def _rejection(self, agent_id: str) -> str:
-        name = self.config.name
         if self._stopping:
-            return REJECT_STOPPING.format(name=name)
+            return REJECT_STOPPING
         if self._draining:
-            return REJECT_DRAINING.format(name=name)
+            return REJECT_DRAINING
         if self._cordoned:
-            return REJECT_CORDONED.format(name=name)
+            return REJECT_CORDONED
         if agent_id not in self.config.agents:
             agents = ", ".join(self.config.agents)
-            return REJECT_UNKNOWN_AGENT.format(name=name, agent=agent_id, agents=agents)
+            return REJECT_UNKNOWN_AGENT.format(agent=agent_id, agents=agents)
         if len(self._runs) >= self._capacity:
-            return REJECT_AT_CAPACITY.format(
-                name=name, running=len(self._runs), capacity=self._capacity
-            )
+            return REJECT_AT_CAPACITY.format(running=len(self._runs), capacity=self._capacity)
         return ""
 
     def _on_cancel(self, session_id: str) -> None:

@@ -35,10 +35,10 @@ def test_the_page_shows_where_hub_and_node_disagree(bob: Client, node: Node) -> 
 
 
 def test_a_refusal_and_the_back_off_show_on_the_page(bob: Client, node: Node) -> None:
-    node_services.node_refused(name="gpu-1", session_id="s1", reason="node gpu-1 is draining")
+    node_services.node_refused(name="gpu-1", session_id="s1", reason="draining")
     html = bob.get("/nodes/gpu-1/").content.decode()
     assert 'data-field="backoff"' in html
-    assert "after 1 refusal in a row: node gpu-1 is draining" in html
+    assert "after 1 refusal in a row: draining" in html
     assert 'data-kind="refused"' in html
 
 

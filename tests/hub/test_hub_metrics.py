@@ -101,7 +101,7 @@ def test_the_figures_are_the_databases(settings) -> None:
             "no_feasible_node",
         ),
         ("node n1 did not accept the task within 10s", "not_accepted"),
-        ("node n1 rejected the task: node n1 is draining", "rejected"),
+        ("node n1 rejected the task: draining", "rejected"),
         ("bind conflict: node n1 filled up under us 3 times", "bind_conflict"),
         ("fallback mode is on: every task runs locally", "fallback_mode"),
         ("forced to local by alice", "forced"),

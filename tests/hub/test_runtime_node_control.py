@@ -126,7 +126,7 @@ async def test_a_refusing_node_is_backed_off_until_it_accepts_again(
     runtime.start_attempt(await runtime.write(_spec, sid))
     assign = await receive(communicator)
     assert assign["type"] == "task.assign"
-    reason = "node n1 is at capacity (2/2 running)"
+    reason = "at capacity (2/2 running)"
     await communicator.send_to(
         text_data=frame("task.rejected", session_id=sid, attempt=1, reason=reason)
     )
