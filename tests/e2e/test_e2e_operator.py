@@ -91,3 +91,24 @@ def test_the_charts_draw_and_the_theme_follows_the_toggle(fleet: Fleet, login: A
     assert dark != light and dark == "rgb(13, 17, 23)"
     page.reload()
     expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+
+
+def test_a_capacity_patch_shows_on_both_sides_and_four_run_at_once(
+    fleet: Fleet, login: Any
+) -> None:
+    status, body = fleet.hub.api(
+        "PATCH", "/api/v1/nodes/solo/", token=fleet.token, body={"capacity": 4}
+    )
+    assert status == 200, body
+    page = login(fleet.hub.url, "alice")
+    page.goto("/nodes/solo/")
+    wait_live(page)
+    expect(page.locator('tr[data-row="Capacity"] td')).to_have_text(["4", "4"])
+    tasks = [fleet.submit(agent_id="sleep", input="4", strategy="golem") for _ in range(4)]
+    board = page.context.new_page()
+    board.goto("/")
+    wait_live(board)
+    expect(board.locator('[data-node="solo"] .load-text')).to_have_text("4 / 4 running")
+    for task in tasks:
+        done = fleet.wait_task(task["session_id"], TERMINAL)
+        assert (done["status"], done["node"]) == ("succeeded", "solo"), done["fallback_reason"]
