@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import psutil
-from conftest import REPO, FakeHub, node_command
+from node_support import REPO, FakeHub, node_command
 from support.plugin_agents import install_plugins
 from test_node_runs import eventually
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeHub, node_command
+from node_support import FakeHub, node_command
 from test_node_runs import eventually
 
 from executor_core.node.cli import main

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import FakeHub
+from node_support import FakeHub
 
 from executor_core.node.connection import HubURLError, check_hub_urls
 from executor_core.node.state import NodeState

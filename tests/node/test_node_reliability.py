@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import FakeHub
+from node_support import FakeHub
 from test_node_runs import eventually
 
 STOPPED = "node stopped before the task finished"

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from conftest import WAIT, FakeHub
+from node_support import WAIT, FakeHub
 
 from executor_core import __version__
 
