@@ -54,10 +54,18 @@ class SimFleet:
         return self
 
     def stop(self) -> None:
-        """Hang up every node (the connections close with the loop's thread)."""
-        self._loop.call_soon_threadsafe(self._stop.set)
+        """Hang up every node: cancel and await its tasks before the loop stops, so none is
+        left half-run for the garbage collector to close on a stopped loop."""
+        asyncio.run_coroutine_threadsafe(self._hang_up(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+    async def _hang_up(self) -> None:
+        self._stop.set()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _node(self, name: str) -> None:
         url = self.hub.url.replace("http://", "ws://") + "/" + protocol.WS_PATH
