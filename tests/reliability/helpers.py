@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from support.live import LiveHub, wait_for
+from support.live import LiveHub, NodeProcess, wait_for
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -66,3 +69,25 @@ def create_team(hub: LiveHub, token: str, name: str, on_failure: str, max_retrie
         body={"name": name, "on_failure": on_failure, "max_retries": max_retries},
     )
     assert status == 201, body
+
+
+@contextmanager
+def running_fleet(
+    path: Path, nodes: dict[str, dict[str, Any]]
+) -> Iterator[tuple[LiveHub, str, dict[str, NodeProcess]]]:
+    """A hub and a node process per ``{name: NodeProcess keyword arguments}``, all ready;
+    yields ``(hub, admin token, nodes)`` and kills everything afterwards."""
+    hub = LiveHub(path)
+    hub.start()
+    processes: dict[str, NodeProcess] = {}
+    try:
+        token = hub.create_user("alice", "admin")
+        for name, kwargs in nodes.items():
+            processes[name] = NodeProcess(hub, name, **kwargs).start()
+        for node in processes.values():
+            node.wait_ready(token)
+        yield hub, token, processes
+    finally:
+        for node in processes.values():
+            node.kill()
+        hub.stop()

@@ -11,8 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import events, get_task, nodes_of_team, submit, tasks_on_node, wait_task
-from support.live import LiveHub, NodeProcess, wait_for
+from helpers import (
+    events,
+    get_task,
+    nodes_of_team,
+    running_fleet,
+    submit,
+    tasks_on_node,
+    wait_task,
+)
+from support.live import LiveHub, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -25,20 +33,9 @@ NODES = {
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveHub, str, dict]]:
-    hub = LiveHub(Path(tmp_path_factory.mktemp("placement")))
-    hub.start()
-    nodes: dict[str, NodeProcess] = {}
-    try:
-        token = hub.create_user("alice", "admin")
-        for name, labels in NODES.items():
-            nodes[name] = NodeProcess(hub, name, labels=labels, capacity=3).start()
-        for node in nodes.values():
-            node.wait_ready(token)
-        yield hub, token, nodes
-    finally:
-        for node in nodes.values():
-            node.kill()
-        hub.stop()
+    nodes = {name: {"labels": labels, "capacity": 3} for name, labels in NODES.items()}
+    with running_fleet(Path(tmp_path_factory.mktemp("placement")), nodes) as fleet:
+        yield fleet
 
 
 def run_all(hub: LiveHub, token: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import TERMINAL, create_team, events, get_task, submit, wait_task
-from support.live import LiveHub, NodeProcess, wait_for
+from helpers import TERMINAL, create_team, events, get_task, running_fleet, submit, wait_task
+from support.live import LiveHub, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -19,21 +19,12 @@ NODES = {"west": ("zone=a", ("--capabilities", "browser")), "east": ("zone=b", (
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveHub, str, dict]]:
-    hub = LiveHub(Path(tmp_path_factory.mktemp("waiting")))
-    hub.start()
-    nodes: dict[str, NodeProcess] = {}
-    try:
-        token = hub.create_user("alice", "admin")
-        for name, (labels, extra) in NODES.items():
-            nodes[name] = NodeProcess(hub, name, labels=labels, capacity=2, extra_args=extra)
-            nodes[name].start()
-        for node in nodes.values():
-            node.wait_ready(token)
-        yield hub, token, nodes
-    finally:
-        for node in nodes.values():
-            node.kill()
-        hub.stop()
+    nodes = {
+        name: {"labels": labels, "capacity": 2, "extra_args": extra}
+        for name, (labels, extra) in NODES.items()
+    }
+    with running_fleet(Path(tmp_path_factory.mktemp("waiting")), nodes) as fleet:
+        yield fleet
 
 
 def batch(hub: LiveHub, token: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
