@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from hivemind_web.hub.models import Task
-from hivemind_web.hub.services import batched, tasks, waiting
+from hivemind_web.hub.services import batched, submission, tasks, waiting
 
 Calls = list[dict[str, Any]]
 
@@ -27,6 +27,10 @@ def progress_many(calls: Calls) -> list[list[Task]]:
 
 def _session(kwargs: dict[str, Any]) -> list[Any]:
     return [kwargs["session_id"]]
+
+
+def _no_sessions(kwargs: dict[str, Any]) -> list[Any]:
+    return []  # new tasks: no call queued before them concerns them
 
 
 def _updated_sessions(kwargs: dict[str, Any]) -> list[Any]:
@@ -48,4 +52,5 @@ BATCHED: dict[Callable[..., Any], Batched] = {
     tasks.task_finish: Batched(batched.finish_many),
     tasks.task_record_progress: Batched(progress_many, _updated_sessions),
     waiting.task_park: Batched(waiting.park_many),
+    submission.tasks_store: Batched(submission.tasks_store_many, _no_sessions),
 }

@@ -199,7 +199,8 @@ def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bo
                     single(i)
                 continue
             for i, result in zip(indexes, results, strict=True):
-                outcomes[i] = (True, result)
+                # A many-at-once form refuses one call by returning what it would raise.
+                outcomes[i] = (not isinstance(result, Exception), result)
         groups.clear()
         sessions.clear()
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db.models import Q
 from django.utils import timezone
 
 from hivemind_web.hub.models import TaskAttempt
+from hivemind_web.hub.services import statements
 
 Pair = tuple[int, int]  # (task pk, attempt number)
 
@@ -22,10 +23,16 @@ def _matching(pairs: Iterable[Pair]) -> Q | None:
 
 
 def attempts_update(pairs: Iterable[Pair], **fields: Any) -> None:
-    """The same change on several attempt records, in one statement."""
-    match = _matching(pairs)
-    if match is not None:
-        TaskAttempt.objects.filter(match).update(**fields)
+    """The same change on several attempt records, one prepared statement for all."""
+    values = tuple(fields.values())
+    rows = [(*values, task_pk, number) for task_pk, number in pairs]
+    statements.update(TaskAttempt, ("task", "number"), tuple(fields), rows)
+
+
+def attempts_set(names: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Different values of ``names`` on several attempt records: each row is the values,
+    then the task pk and the attempt number."""
+    statements.update(TaskAttempt, ("task", "number"), names, rows)
 
 
 def attempt_records(pairs: Iterable[Pair]) -> list[TaskAttempt]:

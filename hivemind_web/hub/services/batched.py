@@ -17,14 +17,14 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import F
+from django.db import connection
 from django.utils import timezone
 
 from hivemind_web.hub import intents
-from hivemind_web.hub.models import Node, Task, TaskAttempt
-from hivemind_web.hub.services import events
-from hivemind_web.hub.services.attempts import attempt_records, attempts_update
-from hivemind_web.hub.services.node_state import release_slots
+from hivemind_web.hub.models import Node, Task, TaskAttempt, Team
+from hivemind_web.hub.services import events, statements
+from hivemind_web.hub.services.attempts import attempts_set, attempts_update
+from hivemind_web.hub.services.node_state import read_nodes, release_slots
 from hivemind_web.hub.services.orchestrator import task_handle_failure
 from hivemind_web.hub.services.rows import set_fields
 from hivemind_web.hub.services.transitions import (
@@ -38,19 +38,50 @@ from hivemind_web.hub.services.transitions import (
     SUCCEEDED,
     _bounded_output,
     clean_text,
-    lock_tasks,
 )
 
 Calls = list[dict[str, Any]]
 
 
-def locked(session_ids: Iterable[str]) -> dict[str, Task]:
-    rows = lock_tasks(
-        Task.objects.select_related("team")
-        .filter(session_id__in=list(session_ids))
-        .order_by("pk")  # one lock order for every hub process
-    )
+# What a transition reads of a task: all but the columns that can be large (a transition
+# that needs one reads the row again through the ORM).
+TASK_COLUMNS = tuple(
+    f.name for f in Task._meta.concrete_fields if f.name not in ("input", "output", "log")
+)
+NODE_OF_TASK = ("name", "connection_epoch")
+TEAM_COLUMNS = tuple(f.name for f in Team._meta.concrete_fields)
+
+
+# A bind takes k slots only while the node is ready and has k free (DESIGN §3).
+TAKE_SLOTS = (
+    f"UPDATE {statements.table(Node)} SET {statements.column(Node, 'running')} = "
+    f"{statements.column(Node, 'running')} + %s, {statements.column(Node, 'updated_at')} = %s "
+    f"WHERE {statements.column(Node, 'name')} = %s AND {statements.column(Node, 'status')} = %s "
+    f"AND {statements.column(Node, 'running')} <= {statements.column(Node, 'capacity')} - %s"
+)
+
+
+def locked(session_ids: Iterable[str], *, log: bool = False) -> dict[str, Task]:
+    """The tasks, their rows locked until the transaction ends, each with its node and team
+    as they are now (read after the lock: another hub may have just bound the task)."""
+    where, params = statements.where_in(Task, "session_id", list(session_ids))
+    columns = (*TASK_COLUMNS, "log") if log else TASK_COLUMNS
+    rows = statements.select(Task, columns, where, params, lock=True)
+    _attach(rows, "node", Node, NODE_OF_TASK)
+    _attach(rows, "team", Team, TEAM_COLUMNS)
     return {str(task.session_id): task for task in rows}
+
+
+def _attach(rows: list[Task], name: str, model: type, columns: tuple[str, ...]) -> None:
+    """Read the rows' ``name`` objects in one query and cache them on the rows."""
+    field = Task._meta.get_field(name)
+    keys = {getattr(t, field.attname) for t in rows} - {None}
+    found = {}
+    if keys:
+        where, params = statements.where_in(model, "id", sorted(keys))
+        found = {obj.pk: obj for obj in statements.select(model, columns, where, params)}
+    for task in rows:
+        field.set_cached_value(task, found.get(getattr(task, field.attname)))
 
 
 def _from_current_connection(task: Task, call: dict[str, Any]) -> bool:
@@ -119,21 +150,16 @@ def mark_routed_many(calls: Calls) -> list[bool]:
         results.append(ok)
     _save(changed, ["route", "route_reason", "owner"])
     # Re-claimed attempts (a hub restart released them) already have a record: refresh it.
-    existing = set(
-        TaskAttempt.objects.filter(
-            task__in=[t.pk for t in changed], number__in={t.attempts for t in changed}
-        ).values_list("task_id", "number")
-    )
-    fresh = []
-    for task in changed:
-        fields = {"route": task.route, "reason": task.route_reason, "owner": task.owner}
-        if (task.pk, task.attempts) in existing:
-            TaskAttempt.objects.filter(task=task, number=task.attempts).update(
-                status="routing", **fields
+    statements.insert(
+        [
+            TaskAttempt(
+                task_id=t.pk, number=t.attempts, route=t.route, reason=t.route_reason, owner=t.owner
             )
-        else:
-            fresh.append(TaskAttempt(task=task, number=task.attempts, **fields))
-    TaskAttempt.objects.bulk_create(fresh, batch_size=200)
+            for t in changed
+        ],
+        conflict=("task", "number"),
+        refresh=("status", "route", "reason", "owner"),
+    )
     events.task_events(routed)
     return results
 
@@ -142,6 +168,7 @@ def bind_many(calls: Calls) -> list[bool | str]:
     """Binds grouped by node: one conditional UPDATE takes all of a node's slots at once;
     when the node cannot take them all, its binds are tried one by one."""
     now = timezone.now()
+    now_db = Node._meta.get_field("updated_at").get_db_prep_save(now, connection)
     rows = locked(c["session_id"] for c in calls)
     results: list[bool | str | None] = [None] * len(calls)
     by_node: dict[str, list[int]] = defaultdict(list)
@@ -151,13 +178,11 @@ def bind_many(calls: Calls) -> list[bool | str]:
             results[i] = BIND_NOT_PENDING
         else:
             by_node[call["node_name"]].append(i)
-    nodes = {n.name: n for n in Node.objects.filter(name__in=list(by_node))}
+    nodes = {n.name: n for n in read_nodes(*statements.where_in(Node, "name", list(by_node)))}
     changed, scheduled, touched, placements = [], [], [], {}
     for name, indexes in sorted(by_node.items()):
         k = len(indexes)
-        taken = Node.objects.filter(
-            name=name, status=Node.Status.READY, running__lte=F("capacity") - k
-        ).update(running=F("running") + k, updated_at=now)
+        taken = statements.execute(TAKE_SLOTS, [k, now_db, name, Node.Status.READY, k])
         if not taken or name not in nodes:
             for i in indexes:  # not room for all: first come, first served
                 results[i] = bind_many([calls[i]])[0] if k > 1 else BIND_NODE_FULL
@@ -187,13 +212,13 @@ def bind_many(calls: Calls) -> list[bool | str]:
             }
             results[i] = True
     _save(changed, ["status", "node", "route", "route_reason"])
-    records = attempt_records(placements)
-    for record in records:
-        record.placement = placements[(record.task_id, record.number)]
-        record.route, record.node = Task.Route.GOLEM, record.placement["node"]
-        record.status = "scheduled"
-    if records:
-        set_fields(records, ["placement", "route", "node", "status"])
+    attempts_set(
+        ("placement", "route", "node", "status"),
+        [
+            (placement, Task.Route.GOLEM, placement["node"], "scheduled", task_pk, number)
+            for (task_pk, number), placement in placements.items()
+        ],
+    )
     for node in touched:
         events.publish_node(node)
     events.task_events(scheduled)
@@ -206,7 +231,6 @@ def finish_many(calls: Calls) -> list[Task | None]:
     rows = locked(c["session_id"] for c in calls)
     results: list[Task | None] = [None] * len(calls)
     changed, ended, freed = [], [], Counter()
-    by_status: dict[str, list[tuple[int, int]]] = defaultdict(list)
     errors: dict[tuple[int, int], str] = {}
     usages: list[tuple[tuple[int, int], dict[str, Any]]] = []
     for i, call in enumerate(calls):
@@ -235,7 +259,6 @@ def finish_many(calls: Calls) -> list[Task | None]:
             task.error = clean_text(call["error"])[:10000]
             errors[(task.pk, task.attempts)] = task.error
         changed.append(task)
-        by_status[status].append((task.pk, task.attempts))
         if node_id is not None:
             freed[node_id] += 1
         intents.attempt_ended(call["session_id"])
@@ -243,14 +266,11 @@ def finish_many(calls: Calls) -> list[Task | None]:
         ended.append((task, status, actor, {"node": node_name}))
         results[i] = task
     _save(changed, ["status", "finished_at", "output", "progress", "error"])
-    for status, pairs in by_status.items():
-        plain = [p for p in pairs if p not in errors]
-        attempts_update(plain, status=status, finished_at=now)
-        for pair in pairs:
-            if pair in errors:
-                attempts_update([pair], status=status, finished_at=now, error=errors[pair])
-    for pair, usage in usages:
-        attempts_update([pair], usage=usage)
+    attempts_set(
+        ("status", "finished_at", "error"),
+        [(t.status, now, errors.get((t.pk, t.attempts), ""), t.pk, t.attempts) for t in changed],
+    )
+    attempts_set(("usage",), [(usage, *pair) for pair, usage in usages])
     release_slots(freed)
     events.task_events(ended)
     return results

@@ -6,6 +6,7 @@ from typing import Any
 
 from hivemind_web.hub import broadcast
 from hivemind_web.hub.models import Node, NodeEvent, Task, TaskEvent
+from hivemind_web.hub.services import statements
 from hivemind_web.hub.snapshots import node_snapshot, task_event_data
 
 SYSTEM = "system"
@@ -31,9 +32,8 @@ def task_events(items: list[tuple[Task, str, Any, dict[str, Any]]]) -> None:
     """Append several events (task, kind, actor, data) in one insert; broadcast each task."""
     if not items:
         return
-    TaskEvent.objects.bulk_create(
-        [TaskEvent(task=t, kind=kind, actor=actor_name(a), data=d) for t, kind, a, d in items],
-        batch_size=500,
+    statements.insert(
+        [TaskEvent(task_id=t.pk, kind=kind, actor=actor_name(a), data=d) for t, kind, a, d in items]
     )
     for task in {id(item[0]): item[0] for item in items}.values():
         publish_task(task)

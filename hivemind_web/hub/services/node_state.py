@@ -6,13 +6,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from django.db.models import F
-from django.db.models.functions import Greatest
+from django.db import connection
 from django.utils import timezone
 
 from hivemind_web.hub import intents
 from hivemind_web.hub.models import Node
-from hivemind_web.hub.services import events
+from hivemind_web.hub.services import events, statements
+
+NODE_COLUMNS = tuple(f.name for f in Node._meta.concrete_fields)
+_running = statements.column(Node, "running")
+# Slots given back never take the count below zero (a release after a node was reset).
+GIVE_BACK_SLOTS = (
+    f"UPDATE {statements.table(Node)} SET {_running} = CASE WHEN {_running} > %s "
+    f"THEN {_running} - %s ELSE 0 END, {statements.column(Node, 'updated_at')} = %s "
+    f"WHERE {statements.column(Node, 'id')} = %s"
+)
+
+
+def read_nodes(where: str, params: list) -> list[Node]:
+    """Whole node rows (as the board shows them) matching a ``statements`` condition."""
+    return statements.select(Node, NODE_COLUMNS, where, params)
 
 
 def derive_status(node: Node) -> str:
@@ -86,11 +99,11 @@ def release_slot(node_id: int | None, session_id: Any = None) -> None:
 def release_slots(freed: Mapping[int, int]) -> None:
     """Give back ``k`` slots on each node (node pk → k), in one lock order, and show the
     nodes as they now are; a node an operator drained may be done draining."""
-    now = timezone.now()
+    if not freed:
+        return
+    now = Node._meta.get_field("updated_at").get_db_prep_save(timezone.now(), connection)
     for node_id, k in sorted(freed.items()):
-        Node.objects.filter(pk=node_id, running__gt=0).update(
-            running=Greatest(F("running") - k, 0), updated_at=now
-        )
-    for node in Node.objects.filter(pk__in=list(freed)):
+        statements.execute(GIVE_BACK_SLOTS, [k, k, now, node_id])
+    for node in read_nodes(*statements.where_in(Node, "id", sorted(freed))):
         events.publish_node(node)
         node_settle_drain(node, fresh=True)

@@ -227,51 +227,81 @@ def tasks_store(
     """Store validated requests as pending tasks (all or none) and, once committed, hand
     them to the runtime. Refused (AtCapacity) when the local queue cannot take them.
     ``retry_of``: for each request, the task it retries."""
-    local = sum(1 for r in requests if r.strategy == ExecutionStrategy.LOCAL)
-    if start and local:
-        refusal = intents.port().local_capacity_refusal(extra=local - 1)
-        if refusal:
-            raise AtCapacity(refusal)
+    call = {"actor": actor, "requests": requests, "start": start, "retry_of": retry_of}
+    result = tasks_store_many([call])[0]
+    if isinstance(result, AtCapacity):
+        raise result
+    return result
+
+
+def tasks_store_many(calls: list[dict[str, Any]]) -> list[list[Task] | AtCapacity]:
+    """``tasks_store`` for several submissions at once (the writer gathers concurrent POSTs):
+    one insert of all their tasks, one of their events. A submission the local queue cannot
+    take is refused alone, with the AtCapacity it would have raised."""
+    results: list[list[Task] | AtCapacity] = []
     teams: dict[str, Any] = {}
-    rows = []
+    rows: list[Task] = []
+    spans: list[tuple[int, int, dict[str, Any]]] = []
+    queued = 0  # local tasks of the earlier submissions here: not in the local queue yet
     with transaction.atomic():
-        for request in requests:
-            team_row = None
-            if request.team_id:
-                team_row = teams.get(request.team_id)
-                if team_row is None:
-                    team_row = teams[request.team_id] = team_get_or_create(name=request.team_id)
-            rows.append(
-                Task(
-                    agent_id=request.agent_id,
-                    input=request.input,
-                    strategy=request.strategy.value,
-                    team=team_row,
-                    node_selector=dict(request.node_selector),
-                    affinity=request.affinity_policy.value,
-                    pinned_node=request.node,
-                    prefer_labels=dict(request.prefer_labels),
-                    capabilities=sorted(request.capabilities),
-                    resources=resources_of(request),
-                    model=request.model,
-                    priority=request.priority,
-                    max_wait=request.max_wait,
-                    timeout=request.timeout,
-                    submitted_by_id=getattr(actor, "pk", None),
-                    retry_of=retry_of[len(rows)] if retry_of else None,
+        for call in calls:
+            requests, retry_of = call["requests"], call.get("retry_of")
+            local = sum(1 for r in requests if r.strategy == ExecutionStrategy.LOCAL)
+            if call.get("start", True) and local:
+                refusal = intents.port().local_capacity_refusal(extra=queued + local - 1)
+                if refusal:
+                    results.append(AtCapacity(refusal))
+                    continue
+                queued += local
+            first = len(rows)
+            for i, request in enumerate(requests):
+                rows.append(
+                    _task_row(request, call["actor"], teams, retry_of[i] if retry_of else None)
                 )
-            )
+            spans.append((first, len(rows), call))
+            results.append([])
         # One insert for the tasks, one for their events (the backends return the keys).
         tasks = Task.objects.bulk_create(rows, batch_size=500)
-        events.task_events(
-            [(task, "submitted", actor, _submitted_data(task)) for task in tasks]
-            + [
+        items = []
+        for first, end, call in spans:
+            actor = call["actor"]
+            items += [(t, "submitted", actor, _submitted_data(t)) for t in tasks[first:end]]
+            items += [
                 (t.retry_of, "retried", actor, {"retry": str(t.session_id)})
-                for t in tasks
+                for t in tasks[first:end]
                 if t.retry_of
             ]
-        )
-        if start:
-            for task in tasks:
-                _start_after_commit(task)
-    return tasks
+            if call.get("start", True):
+                for task in tasks[first:end]:
+                    _start_after_commit(task)
+        events.task_events(items)
+    stored = iter(tasks[first:end] for first, end, _ in spans)
+    return [r if isinstance(r, AtCapacity) else next(stored) for r in results]
+
+
+def _task_row(
+    request: ExecuteRequest, actor: Any, teams: dict[str, Any], retry_of: Task | None
+) -> Task:
+    team_row = None
+    if request.team_id:
+        team_row = teams.get(request.team_id)
+        if team_row is None:
+            team_row = teams[request.team_id] = team_get_or_create(name=request.team_id)
+    return Task(
+        agent_id=request.agent_id,
+        input=request.input,
+        strategy=request.strategy.value,
+        team=team_row,
+        node_selector=dict(request.node_selector),
+        affinity=request.affinity_policy.value,
+        pinned_node=request.node,
+        prefer_labels=dict(request.prefer_labels),
+        capabilities=sorted(request.capabilities),
+        resources=resources_of(request),
+        model=request.model,
+        priority=request.priority,
+        max_wait=request.max_wait,
+        timeout=request.timeout,
+        submitted_by_id=getattr(actor, "pk", None),
+        retry_of=retry_of,
+    )

@@ -8,6 +8,7 @@ a terminal state) changes nothing. Every transition that happens appends a TaskE
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,7 @@ from hivemind_web.hub.services.errors import (
 )
 from hivemind_web.hub.services.node_state import release_slot
 from hivemind_web.hub.services.retry import retry_deadlocks
+from hivemind_web.hub.services.rows import set_fields
 from hivemind_web.hub.services.transitions import (
     ACTIVE,
     BOUND,
@@ -154,26 +156,26 @@ def task_record_progress(updates: Mapping[str, dict[str, Any]]) -> list[Task]:
     """
     changed: list[Task] = []
     max_lines = hub_limits()["MAX_LOG_LINES"]
+    with_lines = any(update.get("lines") for update in updates.values())
+    by_fields: dict[tuple[str, ...], list[Task]] = defaultdict(list)
     with transaction.atomic():
-        tasks = (
-            Task.objects.select_related("node")
-            .select_for_update(of=("self",))
-            .filter(session_id__in=list(updates), status__in=list(ACTIVE))
-        )
-        for task in tasks:
+        for task in batched.locked(updates, log=with_lines).values():
             update = updates[str(task.session_id)]
+            if task.status not in ACTIVE:
+                continue
             if "node" in update and update["node"] != (task.node.name if task.node_id else None):
                 continue  # a report from where the task no longer runs
-            fields = ["updated_at"]
+            fields: tuple[str, ...] = ("updated_at",)
+            task.updated_at = timezone.now()
             if update.get("pct") is not None:
                 task.progress = max(task.progress, min(100.0, float(update["pct"])))
                 task.message = clean_text(update.get("message") or "")[:1000]
-                fields += ["progress", "message"]
+                fields += ("progress", "message")
             if update.get("lines"):
                 lines = [clean_text(str(x))[:2000] for x in update["lines"]]
                 task.log = (task.log + lines)[-max_lines:]
-                fields.append("log")
-            task.save(update_fields=fields)
+                fields += ("log",)
+            by_fields[fields].append(task)
             events.publish_task(task)
             if update.get("lines"):
                 broadcast.send_after_commit(
@@ -185,6 +187,8 @@ def task_record_progress(updates: Mapping[str, dict[str, Any]]) -> list[Task]:
                     },
                 )
             changed.append(task)
+        for fields, rows in by_fields.items():
+            set_fields(rows, list(fields))
     return changed
 
 

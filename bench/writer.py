@@ -1,0 +1,162 @@
+"""Writer benchmark: the hub's CPU per task in its database writes, in one process.
+
+The end-to-end benchmark (``bench/e2e.py``) shows the hub's CPU per task; most of it is the
+runtime's writer applying the hot transitions. This replays what the writer is handed for
+``--tasks`` golem tasks on a fresh SQLite database, with no network and no event loop: each
+batch holds ``--batch`` submissions (one call each, as POSTs arrive) and ``--batch`` calls of
+every later transition of earlier tasks (routed, bound, running, progress, finished), all
+applied by the writer's own ``_apply``, as a busy hub's drain applies them. It prints the
+CPU milliseconds per task of each transition and in all, so a change to the hot path can be
+measured in seconds.
+
+Run: ``.venv/bin/python bench/writer.py [--tasks 3000] [--batch 8] [--profile]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+STAGES = ("store", "routed", "bind", "running", "progress", "finish")
+
+
+def _setup(data_dir: str) -> None:
+    os.environ.update(HIVEMIND_DATA_DIR=data_dir, HIVEMIND_LOG_LEVEL="WARNING")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hivemind_web.settings")
+    os.environ.pop("DATABASE_URL", None)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def _calls(stage: str, sid: str, node: str, epoch: int) -> tuple[Any, dict[str, Any]]:
+    from executor_core.types import ExecuteRequest, ExecutionStrategy
+    from hivemind_web.hub.services import submission, tasks
+
+    if stage == "store":
+        request = ExecuteRequest(
+            agent_id="echo", session_id="validation", input="hi", strategy=ExecutionStrategy.GOLEM
+        )
+        return submission.tasks_store, {"actor": None, "requests": [request]}
+    common = {"session_id": sid, "attempt": 1}
+    if stage == "routed":
+        return tasks.task_mark_routed, {**common, "route": "golem", "reason": "", "owner": "b"}
+    if stage == "bind":
+        return tasks.task_bind, {**common, "node_name": node, "reason": "least loaded"}
+    if stage == "running":
+        return tasks.task_mark_running, {**common, "node_name": node, "epoch": epoch}
+    if stage == "progress":
+        update = {"pct": 100.0, "message": "", "node": node}
+        return tasks.task_record_progress, {"updates": {sid: update}}
+    return tasks.task_finish, {
+        **common,
+        "status": "succeeded",
+        "output": "hi",
+        "node_name": node,
+        "epoch": epoch,
+    }
+
+
+def run(count: int, size: int) -> dict[str, float]:
+    """Apply the writer's batches for ``count`` tasks; CPU seconds by stage."""
+    from hivemind_web.hub import intents
+    from hivemind_web.hub.execution.batching import BATCHED
+    from hivemind_web.hub.execution.writer import _apply, _Call
+    from hivemind_web.hub.models import Node
+
+    nodes = []
+    for i in range(2):
+        node = Node.objects.create(
+            name=f"bench-{uuid.uuid4().hex[:6]}-{i}",
+            status=Node.Status.READY,
+            capacity=1_000_000,
+            agents=["echo"],
+            connection_epoch=1,
+        )
+        nodes.append(node)
+    started: list[str] = []
+    port = _Collect(started)
+    intents.install(port)
+    cpu: dict[str, float] = defaultdict(float)
+    # pipeline[d] holds the tasks submitted d + 1 batches ago: they are at stage d + 1.
+    pipeline: deque[list[str]] = deque(maxlen=len(STAGES) - 1)
+    submitted = 0
+    while submitted < count or any(pipeline):
+        n = min(size, count - submitted)
+        batch = [("store", _calls("store", "", "", 1)) for _ in range(n)]
+        submitted += n
+        for depth, cohort in enumerate(pipeline, start=1):
+            for j, sid in enumerate(cohort):
+                node = nodes[j % 2]
+                batch.append((STAGES[depth], _calls(STAGES[depth], sid, node.name, 1)))
+        calls = [_Call(fn, (), kwargs, None) for _, (fn, kwargs) in batch]
+        t0 = time.process_time()
+        outcomes = _apply(calls, BATCHED)
+        spent = time.process_time() - t0
+        for (stage, _), (ok, value) in zip(batch, outcomes, strict=True):
+            if not ok or value is False or value is None:
+                raise SystemExit(f"{stage} did not happen: {value!r}")
+        # The batch's calls share one transaction: charge it to their stages by count.
+        for stage, _ in batch:
+            cpu[stage] += spent / len(batch)
+        pipeline.appendleft(started[:])
+        started.clear()
+    intents.uninstall(port)
+    return dict(cpu)
+
+
+class _Collect:
+    """Stands in for the runtime: keeps the attempts the services announce."""
+
+    def __init__(self, started: list[str]) -> None:
+        self.started = started
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+    def start_attempt(self, spec: Any) -> None:
+        self.started.append(spec.session_id)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=8, help="calls of each stage per batch")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile instead")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hivemind-writer-bench-") as tmp:
+        _setup(tmp)
+        run(min(args.tasks, 200), args.batch)  # warm up: caches, the first statements
+        profile = cProfile.Profile() if args.profile else None
+        if profile:
+            profile.enable()
+        cpu = run(args.tasks, args.batch)
+        if profile:
+            profile.disable()
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(45)
+            return
+    total = sum(cpu.values())
+    print(f"{args.tasks} tasks, {args.batch} calls of each stage per batch")
+    print("| stage | CPU ms/task |\n|---|---|")
+    for stage in STAGES:
+        print(f"| {stage} | {cpu.get(stage, 0.0) * 1000 / args.tasks:.3f} |")
+    print(f"| **all** | **{total * 1000 / args.tasks:.3f}** |")
+
+
+if __name__ == "__main__":
+    main()
