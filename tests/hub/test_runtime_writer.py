@@ -154,8 +154,13 @@ async def test_it_falls_back_to_single_calls_when_the_many_form_raises() -> None
     [
         pytest.param(
             [("a", "1"), ("b", "1"), ("a", "2"), ("c", "1")],
-            [("many", ["a1", "b1"]), ("many", ["a2", "c1"])],
-            id="a second call on a gathered task applies the gathered ones first",
+            [("many", ["a1", "b1", "c1"]), ("many", ["a2"])],
+            id="a second call on a gathered task goes a level up; other tasks stay below",
+        ),
+        pytest.param(
+            [("a", "1"), ("b", "1"), ("a", "2"), ("b", "2"), ("c", "1"), ("c", "2")],
+            [("many", ["a1", "b1", "c1"]), ("many", ["a2", "b2", "c2"])],
+            id="each task's second calls are gathered together after all the first ones",
         ),
         pytest.param(
             [("a", "1"), ("b", "1"), "plain", ("c", "1"), ("d", "1")],

@@ -161,14 +161,16 @@ def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bo
     """Run a batch in one transaction on this thread's connection (kept open between
     batches); one call's failure rolls back only its own savepoint.
 
-    Calls with a many-at-once form are gathered per function and applied together, as long
-    as no two gathered calls concern the same task: a call on a task already gathered, or
-    any call without such a form, first applies what was gathered, so each task's calls
-    still land in queue order, and a read sees every write queued before it.
+    Calls with a many-at-once form are gathered per function and applied together, in
+    levels: a call goes one level above the last gathered call on any of its tasks, and the
+    levels are applied in order, so each task's calls still land in queue order (its
+    progress before its end) while calls on different tasks share statements. A call
+    without such a form first applies everything gathered, so a read sees every write
+    queued before it.
     """
     outcomes: list[tuple[bool, Any]] = [(False, None)] * len(batch)
-    groups: dict[Callable, list[int]] = {}
-    sessions: set[Any] = set()
+    levels: list[dict[Callable, list[int]]] = []
+    level_of: dict[Any, int] = {}  # task → the level of its last gathered call
 
     def single(i: int) -> None:
         call = batch[i]
@@ -188,35 +190,42 @@ def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bo
                 outcomes[i] = (False, exc)
                 return
 
-    def apply_groups() -> None:
-        for fn, indexes in groups.items():
-            try:
-                with transaction.atomic():
-                    results = batched[fn].many([batch[i].kwargs for i in indexes])
-            except Exception:
-                log.exception("hub batch of %d %s failed; one by one", len(indexes), fn.__name__)
-                for i in indexes:
-                    single(i)
-                continue
-            for i, result in zip(indexes, results, strict=True):
-                # A many-at-once form refuses one call by returning what it would raise.
-                outcomes[i] = (not isinstance(result, Exception), result)
-        groups.clear()
-        sessions.clear()
+    def apply_group(fn: Callable, indexes: list[int]) -> None:
+        try:
+            with transaction.atomic():
+                results = batched[fn].many([batch[i].kwargs for i in indexes])
+        except Exception:
+            log.exception("hub batch of %d %s failed; one by one", len(indexes), fn.__name__)
+            for i in indexes:
+                single(i)
+            return
+        for i, result in zip(indexes, results, strict=True):
+            # A many-at-once form refuses one call by returning what it would raise.
+            outcomes[i] = (not isinstance(result, Exception), result)
+
+    def apply_gathered() -> None:
+        for groups in levels:
+            for fn, indexes in groups.items():
+                apply_group(fn, indexes)
+        levels.clear()
+        level_of.clear()
 
     def apply_all() -> None:
         with transaction.atomic():
             for i, call in enumerate(batch):
                 form = batched.get(call.fn)
                 keys = form.sessions(call.kwargs) if form is not None and not call.args else None
-                if keys is None or not sessions.isdisjoint(keys):
-                    apply_groups()
                 if keys is None:
+                    apply_gathered()
                     single(i)
                     continue
-                groups.setdefault(call.fn, []).append(i)
-                sessions.update(keys)
-            apply_groups()
+                level = 1 + max((level_of.get(k, -1) for k in keys), default=-1)
+                if level == len(levels):
+                    levels.append({})
+                levels[level].setdefault(call.fn, []).append(i)
+                for key in keys:
+                    level_of[key] = level
+            apply_gathered()
 
     try:
         for attempt in range(1, BATCH_RETRIES + 1):
@@ -225,8 +234,8 @@ def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bo
                 break
             except _BatchDeadlock as exc:
                 # Rolled back whole, after-commit hooks included: nothing of it happened.
-                groups.clear()
-                sessions.clear()
+                levels.clear()
+                level_of.clear()
                 outcomes[:] = [(False, None)] * len(batch)
                 if attempt == BATCH_RETRIES:
                     raise exc.__cause__ from None
