@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 from django.db import connection, models
 
 M = TypeVar("M", bound=models.Model)
+# Rows per multi-row INSERT: well under SQLite's limit of bound parameters for wide rows.
+INSERT_CHUNK = 200
 
 
 def _quote(name: str) -> str:
@@ -116,30 +118,48 @@ def insert(
     *,
     conflict: Sequence[str] = (),
     refresh: Sequence[str] = (),
+    keys: bool = False,
 ) -> None:
     """Insert unsaved instances of one model (every column but the key, as ``save`` would
-    write it; the keys are not read back). With ``conflict`` (the fields of a unique
-    constraint), a row that exists gets the ``refresh`` fields of the new one instead."""
+    write it). With ``conflict`` (the fields of a unique constraint), a row that exists gets
+    the ``refresh`` fields of the new one instead. ``keys``: set each instance's pk from
+    the database (one multi-row statement per chunk, where the backend can say them)."""
     if not objs:
         return
-    meta = type(objs[0])._meta
+    model = type(objs[0])
+    if keys and not connection.features.can_return_rows_from_bulk_insert:
+        model.objects.bulk_create(objs, batch_size=INSERT_CHUNK)
+        return
+    meta = model._meta
     fields = [f for f in meta.concrete_fields if not f.primary_key]
-    sql = "INSERT INTO {} ({}) VALUES ({})".format(
-        _quote(meta.db_table),
-        ", ".join(_quote(f.column) for f in fields),
-        _placeholders(len(fields)),
+    head = "INSERT INTO {} ({}) VALUES ".format(
+        _quote(meta.db_table), ", ".join(_quote(f.column) for f in fields)
     )
+    row = f"({_placeholders(len(fields))})"
+    tail = ""
     if conflict:
-        keys = ", ".join(_quote(meta.get_field(n).column) for n in conflict)
+        unique = ", ".join(_quote(meta.get_field(n).column) for n in conflict)
         sets = ", ".join(
             f"{c} = EXCLUDED.{c}" for c in (_quote(meta.get_field(n).column) for n in refresh)
         )
-        sql += f" ON CONFLICT ({keys}) DO UPDATE SET {sets}"
+        tail = f" ON CONFLICT ({unique}) DO UPDATE SET {sets}"
     params = [
         [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields] for obj in objs
     ]
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        if not keys:
+            cursor.executemany(head + row + tail, params)
+            return
+        returning = f" RETURNING {_quote(meta.pk.column)}"
+        for start in range(0, len(objs), INSERT_CHUNK):
+            chunk = params[start : start + INSERT_CHUNK]
+            sql = head + ", ".join([row] * len(chunk)) + tail + returning
+            cursor.execute(sql, [value for values in chunk for value in values])
+            for obj, (pk,) in zip(
+                objs[start : start + INSERT_CHUNK], cursor.fetchall(), strict=True
+            ):
+                obj.pk = pk
+                obj._state.adding, obj._state.db = False, connection.alias
 
 
 def execute(sql: str, params: Sequence[Any]) -> int:

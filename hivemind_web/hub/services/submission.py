@@ -16,7 +16,7 @@ from executor_core.types import (
 from hivemind_web.hub import intents
 from hivemind_web.hub.agents import hub_registry
 from hivemind_web.hub.models import Node, Task
-from hivemind_web.hub.services import events
+from hivemind_web.hub.services import events, statements
 from hivemind_web.hub.services.errors import AtCapacity, ServiceValidationError
 from hivemind_web.hub.services.teams import team_get_or_create, validate_team_name
 from hivemind_web.hub.services.transitions import _start_after_commit, hub_limits
@@ -261,7 +261,8 @@ def tasks_store_many(calls: list[dict[str, Any]]) -> list[list[Task] | AtCapacit
             spans.append((first, len(rows), call))
             results.append([])
         # One insert for the tasks, one for their events (the backends return the keys).
-        tasks = Task.objects.bulk_create(rows, batch_size=500)
+        statements.insert(rows, keys=True)
+        tasks = rows
         items = []
         for first, end, call in spans:
             actor = call["actor"]
