@@ -131,13 +131,8 @@ class TeamAffinity(Filter, Score):
         scorer = SCORERS[policy]
         team = request.hints.team_nodes
         if policy in COUNTS_MEMBERS and team:
-            on = members(team).get
-
-            def rate_members(nodes: Any) -> list[float]:
-                return [scorer(n.running, n.capacity, on(n.name, 0)) for n in nodes]
-
-            return rate_members
-
+            on = members(team)
+            return _colocate(on) if scorer is colocate else _spread(on)
         if scorer is least_loaded:
             return _least_loaded
 
@@ -145,3 +140,33 @@ class TeamAffinity(Filter, Score):
             return [scorer(n.running, n.capacity, 0) for n in nodes]
 
         return rate
+
+
+# The per-node scorers above over a list, inline (a call per node costs more than the rule
+# itself): the same expressions, so the same floats.
+
+
+def _colocate(team: Mapping[str, int]) -> Rate:
+    def rate(nodes: Any) -> list[float]:
+        return [
+            (100.0 * (c - r) / c if (r := n.running) < (c := n.capacity) and c > 0 else 0.0) / 2
+            + (50.0 if n.name in team else 0.0)
+            for n in nodes
+        ]
+
+    return rate
+
+
+def _spread(team: Mapping[str, int]) -> Rate:
+    # The shift is capped per member count once, not per node.
+    shift = {name: min(count, 64) for name, count in team.items()}.get
+
+    def rate(nodes: Any) -> list[float]:
+        return [
+            50.0 * (2 * c - r) / (c << shift(n.name, 0))
+            if (r := n.running) < (c := n.capacity) and c > 0
+            else 0.0
+            for n in nodes
+        ]
+
+    return rate
