@@ -41,7 +41,7 @@ from executor_core.scheduling.framework import (
     summarize,
 )
 from executor_core.scheduling.plugins import affinity, pinning, selector
-from executor_core.scheduling.plugins.base import Narrow, Rejected
+from executor_core.scheduling.plugins.base import Narrow, Rate, Rejected
 from executor_core.scheduling.types import (
     RECORD_CANDIDATES,
     NodeInfo,
@@ -107,10 +107,13 @@ class _Node:
         "name",
         "ready",
         "running",
+        "scores",
     )
 
     def __init__(self, name: str) -> None:
         self.name = name
+        # Static scorers' scores of this node (token of the score key -> score); see _remember.
+        self.scores: dict[object, float] = {}
         self.labels: dict[str, str] = {}
         self.capacity = 0
         self.running = 0
@@ -137,6 +140,7 @@ class _Node:
         self.cpu_percent = info.cpu_percent
         self.free_memory_mb = info.free_memory_mb
         self.free_disk_mb = info.free_disk_mb
+        self.scores = {}  # computed from the facts just replaced
 
     def indexed_facts(self) -> tuple[object, ...]:
         """What indexed filters may read (labels are compared by the caller)."""
@@ -202,6 +206,8 @@ class _Ring:
 # which the garbage collector stops tracking: tens of thousands of live placements then cost
 # no time in full collections (a NamedTuple or a Placement kept here would).
 _Assumed = tuple[str, float, str, "str | None"]
+# A decision's scorers: (name, weight share, batch scorer), as Cycle.rates.
+Rates = tuple[tuple[str, float, Rate], ...]
 
 
 class _Decision(NamedTuple):
@@ -252,6 +258,8 @@ class ClusterState:
         # Per key of a forgotten ring: the node its next walk was to start at, so the rebuilt
         # ring goes on from there rather than from the first name.
         self._resume: dict[tuple[Hashable, ...], str] = {}
+        # Per (static scorer, score key): the token a node's remembered score is kept under.
+        self._tokens: dict[Hashable, object] = {}
         for info in nodes:
             self.upsert_node(info)
 
@@ -477,7 +485,8 @@ class ClusterState:
                 visited = len(nodes)
             raise self._failure(request, policy, nodes, ring is None, visited, rejected)
 
-        placement, best = _choose(request, policy, team, cycle, feasible, visited, rejected)
+        rates = self._remembering(cycle)
+        placement, best = _choose(request, policy, team, rates, feasible, visited, rejected)
         next_start = (start + visited) % len(nodes) if ring is not None else 0
         return _Decision(best, placement.score, ring, next_start, placement)
 
@@ -558,6 +567,23 @@ class ClusterState:
             self._resume.clear()
         self._eligible.clear()
 
+    def _remembering(self, cycle: Cycle) -> Rates:
+        """The cycle's scorers; the static ones read each node's remembered score."""
+        if not any(cycle.statics):
+            return cycle.rates
+        tokens = self._tokens
+        rates = []
+        for (name, share, rate), key in zip(cycle.rates, cycle.statics, strict=True):
+            if key is not None:
+                token = tokens.get(key)
+                if token is None:
+                    if len(tokens) >= _SCORE_KEYS:
+                        tokens.clear()  # as for _eligible; a fresh token never meets an old one
+                    token = tokens[key] = object()
+                rate = _remember(rate, token)
+            rates.append((name, share, rate))
+        return tuple(rates)
+
     def _could_ever_fit(self, request: ScheduleRequest) -> bool:
         """True when some node passes every static filter of the request: only transient ones
         (capacity, readiness, affinity, ...) rule nodes out, so waiting may help."""
@@ -614,6 +640,9 @@ class ClusterState:
 
 # How many request shapes (keys of the indexed filters) keep their eligible nodes at once.
 _ELIGIBLE_KEYS = 256
+# How many score keys of static scorers have a token at once, and how many scores a node keeps.
+_SCORE_KEYS = 256
+_SCORES_PER_NODE = 16
 # How many nodes the static probe of a failure filters at a time.
 _PROBE = 256
 # The walk's chunks: a little more than the expected share needs, which is never taken below
@@ -679,18 +708,38 @@ def _walk(
     return feasible, visited, rejected
 
 
+def _remember(rate: Rate, token: object) -> Rate:
+    """A static scorer's ``rate`` that reads each node's score under ``token`` when every node
+    has one, and otherwise rates them all and keeps their scores there (the same floats)."""
+
+    def remembered(nodes: Sequence[_Node]) -> list[float]:
+        try:
+            return [n.scores[token] for n in nodes]
+        except KeyError:
+            pass
+        fresh = rate(nodes)
+        for node, score in zip(nodes, fresh, strict=True):
+            kept = node.scores
+            if len(kept) >= _SCORES_PER_NODE:
+                kept.clear()  # request shapes churn: start over rather than track age
+            kept[token] = score
+        return fresh
+
+    return remembered
+
+
 def _choose(
     request: ScheduleRequest,
     policy: NodeAffinityPolicy,
     team: Mapping[str, int],
-    cycle: Cycle,
+    rates: Rates,
     feasible: list[_Node],
     visited: int,
     rejected: Rejected,
 ) -> tuple[Placement, _Node]:
     """Score the feasible nodes, take the best, and record the decision."""
     feasible = _name_order(feasible)
-    totals, each = rate_all(cycle.rates, feasible)
+    totals, each = rate_all(rates, feasible)
     order = _best_first(totals, feasible)
     best = feasible[order[0]]
     why = (
@@ -701,8 +750,7 @@ def _choose(
     if on_node:
         why += f", {on_node} of team {request.team_id} there"
     weighted = [
-        (name, share, scores)
-        for (name, share, _rate), scores in zip(cycle.rates, each, strict=True)
+        (name, share, scores) for (name, share, _rate), scores in zip(rates, each, strict=True)
     ]
     candidates = []
     for i in order:

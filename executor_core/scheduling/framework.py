@@ -200,11 +200,13 @@ class Cycle:
     ``key``: what the applicable indexed filters read of the request (the cluster keeps the
     nodes they let through per key); ``walk``: the batch filters of the others, in profile
     order; ``rates``: (name, weight share, batch scorer), the shares summing to 1 so the total
-    stays on the 0-100 scale. The indexed filters themselves are built only when asked for
-    (``indexed``, ``narrows``): a decision whose key is known does not need them.
+    stays on the 0-100 scale; ``statics``: for each of them, (name, score key) when the scorer
+    is static (its scores may be remembered per node under that key), else None. The indexed
+    filters themselves are built only when asked for (``indexed``, ``narrows``): a decision
+    whose key is known does not need them.
     """
 
-    __slots__ = ("_filters", "_indexed", "key", "rates", "request", "walk")
+    __slots__ = ("_filters", "_indexed", "key", "rates", "request", "statics", "walk")
 
     def __init__(
         self,
@@ -214,6 +216,7 @@ class Cycle:
         indexed: Sequence[FilterPlugin],
         walk: list[Narrow],
         rates: tuple[tuple[str, float, Rate], ...],
+        statics: tuple[Hashable | None, ...] = (),
     ) -> None:
         self.request = request
         self._filters = filters
@@ -221,6 +224,7 @@ class Cycle:
         self.key = key
         self.walk = walk
         self.rates = rates
+        self.statics = statics
 
     @property
     def indexed(self) -> list[Narrow]:
@@ -271,18 +275,28 @@ class Framework:
             narrow = plugin.prefilter(request)
             if narrow is not None:
                 walk.append(narrow)
-        return Cycle(request, self.filters, tuple(key), indexed, walk, self.rates(request))
+        applicable = self._applicable(request)
+        statics = tuple(
+            (plugin.name, plugin.score_key(request)) if getattr(plugin, "static", False) else None
+            for plugin, _share, _rate in applicable
+        )
+        rates = tuple((plugin.name, share, rate) for plugin, share, rate in applicable)
+        return Cycle(request, self.filters, tuple(key), indexed, walk, rates, statics)
 
     def rates(self, request: ScheduleRequest) -> tuple[tuple[str, float, Rate], ...]:
+        return tuple(
+            (plugin.name, share, rate) for plugin, share, rate in self._applicable(request)
+        )
+
+    def _applicable(self, request: ScheduleRequest) -> list[tuple[ScorePlugin, float, Rate]]:
+        """The score plugins with something to say, each with its share of the weights."""
         applicable = []
         for plugin, weight in self.scores:
             rate = plugin.prescore(request)
             if rate is not None:
-                applicable.append((plugin.name, weight, rate))
-        if not applicable:
-            return ()
-        total = sum(weight for _name, weight, _rate in applicable)
-        return tuple((name, weight / total, rate) for name, weight, rate in applicable)
+                applicable.append((plugin, weight, rate))
+        total = sum(weight for _plugin, weight, _rate in applicable)
+        return [(plugin, weight / total, rate) for plugin, weight, rate in applicable]
 
     def static_narrows(self, request: ScheduleRequest) -> list[Narrow]:
         """The batch filters of the request's static constraints (what waiting cannot change)."""

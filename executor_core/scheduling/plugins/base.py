@@ -64,8 +64,17 @@ class Score:
     """Base of score plugins."""
 
     name: ClassVar[str]
+    # A static scorer rates each node on its own, from the facts a node changes only through
+    # upsert (labels, capabilities, heartbeat figures...), never from placements, and from
+    # ``score_key(request)``: the cluster remembers a node's score per key until the node is
+    # upserted again, so it is not computed on every decision.
+    static: ClassVar[bool] = False
 
     def prescore(self, request: ScheduleRequest) -> Rate | None:
+        raise NotImplementedError
+
+    def score_key(self, request: ScheduleRequest) -> Hashable:
+        """What of the request a static scorer's scores depend on."""
         raise NotImplementedError
 
     def score(self, node: NodeView, request: ScheduleRequest) -> float:

@@ -3,6 +3,7 @@ carries raises its score: 100 * matched / asked."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 from executor_core.scheduling.plugins.base import Rate, Score
@@ -13,6 +14,10 @@ NAME = "PreferLabels"
 
 class PreferLabels(Score):
     name = NAME
+    static = True  # labels change only through upsert
+
+    def score_key(self, request: ScheduleRequest) -> Hashable:
+        return frozenset(request.prefer_labels.items())
 
     def prescore(self, request: ScheduleRequest) -> Rate | None:
         preferred = dict(request.prefer_labels)

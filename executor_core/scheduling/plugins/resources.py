@@ -10,6 +10,7 @@ their mean.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 from executor_core.scheduling.plugins.base import Filter, Narrow, Rate, Rejected, Score, reject
@@ -23,6 +24,10 @@ REASON_CPU = "CPU above {percent:g}% (or not reported)"
 class Resources(Filter, Score):
     name = NAME
     transient = True  # the next heartbeat may show room
+    static = True  # the figures change only through upsert (a heartbeat)
+
+    def score_key(self, request: ScheduleRequest) -> Hashable:
+        return (request.min_free_memory_mb, request.max_cpu_percent)
 
     def prefilter(self, request: ScheduleRequest) -> Narrow | None:
         mem, cpu = request.min_free_memory_mb, request.max_cpu_percent
