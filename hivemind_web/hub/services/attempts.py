@@ -25,8 +25,7 @@ def _matching(pairs: Iterable[Pair]) -> Q | None:
 def attempts_update(pairs: Iterable[Pair], **fields: Any) -> None:
     """The same change on several attempt records, one prepared statement for all."""
     values = tuple(fields.values())
-    rows = [(*values, task_pk, number) for task_pk, number in pairs]
-    statements.update(TaskAttempt, ("task", "number"), tuple(fields), rows)
+    attempts_set(tuple(fields), [(*values, task_pk, number) for task_pk, number in pairs])
 
 
 def attempts_set(names: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

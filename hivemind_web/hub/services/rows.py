@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import connection
+from hivemind_web.hub.services import statements
 
 
 def set_fields(objs: list[Any], fields: list[str]) -> None:
@@ -13,17 +13,8 @@ def set_fields(objs: list[Any], fields: list[str]) -> None:
     Django's bulk_update builds a CASE expression per row and field, which costs more
     than the rows; the driver's executemany runs one statement text many times.
     """
-    meta = type(objs[0])._meta
-    columns = [meta.get_field(name) for name in fields]
-    quote = connection.ops.quote_name
-    sql = "UPDATE {} SET {} WHERE {} = %s".format(
-        quote(meta.db_table),
-        ", ".join(f"{quote(c.column)} = %s" for c in columns),
-        quote(meta.pk.column),
-    )
-    params = [
-        [c.get_db_prep_save(getattr(obj, c.attname), connection) for c in columns] + [obj.pk]
-        for obj in objs
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+    model = type(objs[0])
+    meta = model._meta
+    attnames = [meta.get_field(name).attname for name in fields]
+    rows = [[getattr(obj, a) for a in attnames] + [obj.pk] for obj in objs]
+    statements.update(model, (meta.pk.name,), fields, rows)

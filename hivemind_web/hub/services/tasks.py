@@ -158,6 +158,7 @@ def task_record_progress(updates: Mapping[str, dict[str, Any]]) -> list[Task]:
     max_lines = hub_limits()["MAX_LOG_LINES"]
     with_lines = any(update.get("lines") for update in updates.values())
     by_fields: dict[tuple[str, ...], list[Task]] = defaultdict(list)
+    now = timezone.now()
     with transaction.atomic():
         for task in batched.locked(updates, log=with_lines).values():
             update = updates[str(task.session_id)]
@@ -166,7 +167,7 @@ def task_record_progress(updates: Mapping[str, dict[str, Any]]) -> list[Task]:
             if "node" in update and update["node"] != (task.node.name if task.node_id else None):
                 continue  # a report from where the task no longer runs
             fields: tuple[str, ...] = ("updated_at",)
-            task.updated_at = timezone.now()
+            task.updated_at = now
             if update.get("pct") is not None:
                 task.progress = max(task.progress, min(100.0, float(update["pct"])))
                 task.message = clean_text(update.get("message") or "")[:1000]
