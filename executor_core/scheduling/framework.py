@@ -283,11 +283,6 @@ class Framework:
         rates = tuple((plugin.name, share, rate) for plugin, share, rate in applicable)
         return Cycle(request, self.filters, tuple(key), indexed, walk, rates, statics)
 
-    def rates(self, request: ScheduleRequest) -> tuple[tuple[str, float, Rate], ...]:
-        return tuple(
-            (plugin.name, share, rate) for plugin, share, rate in self._applicable(request)
-        )
-
     def _applicable(self, request: ScheduleRequest) -> list[tuple[ScorePlugin, float, Rate]]:
         """The score plugins with something to say, each with its share of the weights."""
         applicable = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from executor_core.scheduling import NodeInfo, ScheduleHints, ScheduleRequest
@@ -181,6 +183,20 @@ def test_affinity_scores_each_policy_on_a_0_to_100_scale(policy, running, cap, o
 )
 def test_affinity_scores_rank_nodes_as_the_policy_means(policy, better, worse):
     assert affinity.score(policy, *better) > affinity.score(policy, *worse)
+
+
+@pytest.mark.parametrize("policy", list(P))
+def test_affinity_scores_a_list_exactly_as_the_rule_scores_each_node(policy):
+    # The list scorers inline the per-node rules for speed: they must give the same floats.
+    grid = [(r, c, m) for c in (0, 1, 3, 4, 16) for r in range(0, c + 2) for m in (0, 1, 2, 70)]
+    nodes = [
+        SimpleNamespace(name=f"n{i}", running=r, capacity=c) for i, (r, c, _m) in enumerate(grid)
+    ]
+    team = {f"n{i}": m for i, (_r, _c, m) in enumerate(grid) if m}
+    rate = affinity.TeamAffinity().prescore(request(policy=policy, team_nodes=team))
+    counts = policy in affinity.COUNTS_MEMBERS
+    expected = [affinity.score(policy, r, c, m if counts else 0) for r, c, m in grid]
+    assert rate(nodes) == expected
 
 
 def test_a_huge_team_on_one_node_still_scores_without_overflow():
