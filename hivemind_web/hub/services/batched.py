@@ -24,7 +24,7 @@ from hivemind_web.hub import intents
 from hivemind_web.hub.models import Node, Task, TaskAttempt, Team
 from hivemind_web.hub.services import events, statements
 from hivemind_web.hub.services.attempts import attempts_set, attempts_update
-from hivemind_web.hub.services.node_state import read_nodes, release_slots
+from hivemind_web.hub.services.node_state import lock_node_rows, read_nodes, release_slots
 from hivemind_web.hub.services.orchestrator import task_handle_failure
 from hivemind_web.hub.services.rows import set_fields
 from hivemind_web.hub.services.transitions import (
@@ -180,6 +180,8 @@ def bind_many(calls: Calls) -> list[bool | str]:
             by_node[call["node_name"]].append(i)
     nodes = {n.name: n for n in read_nodes(*statements.where_in(Node, "name", list(by_node)))}
     changed, scheduled, touched, placements = [], [], [], {}
+    if by_node:
+        lock_node_rows()
     for name, indexes in sorted(by_node.items()):
         k = len(indexes)
         taken = statements.execute(TAKE_SLOTS, [k, now_db, name, Node.Status.READY, k])

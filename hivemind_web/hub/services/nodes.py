@@ -18,7 +18,12 @@ from hivemind_web.hub.models import HubInstance, Node, NodeLoadSample, Task
 from hivemind_web.hub.services import events
 from hivemind_web.hub.services.errors import IdentityConflict, NotFound, ServiceValidationError
 from hivemind_web.hub.services.identity import hash_token, join_token_redeem
-from hivemind_web.hub.services.node_state import node_save, node_save_config, node_settle_drain
+from hivemind_web.hub.services.node_state import (
+    lock_node_rows,
+    node_save,
+    node_save_config,
+    node_settle_drain,
+)
 from hivemind_web.hub.services.orchestrator import tasks_fail_each
 from hivemind_web.hub.services.rows import set_fields
 
@@ -187,6 +192,7 @@ def node_flush_heartbeats(
             if not node.healthy:  # back within the lost window: ready again at once
                 revived.append(node)
         if nodes:
+            lock_node_rows()
             set_fields(nodes, changed)
         for node in revived:
             node.refresh_from_db()  # the whole row, to show it (rare: a node came back)
