@@ -7,9 +7,11 @@ batch holds ``--batch`` submissions (one call each, as POSTs arrive) and ``--bat
 every later transition of earlier tasks (routed, bound, running, progress, finished), all
 applied by the writer's own ``_apply``, as a busy hub's drain applies them. It prints the
 CPU milliseconds per task of each transition and in all, so a change to the hot path can be
-measured in seconds.
+measured in seconds, and the statements sent to the database per task (savepoints
+included): on PostgreSQL (``--pg``, a fresh database) each one is a round trip the writer
+waits for, so the wall time per task is printed too.
 
-Run: ``.venv/bin/python bench/writer.py [--tasks 3000] [--batch 8] [--profile]``.
+Run: ``.venv/bin/python bench/writer.py [--tasks 3000] [--batch 8] [--pg] [--profile]``.
 """
 
 from __future__ import annotations
@@ -32,10 +34,23 @@ sys.path.insert(0, str(REPO))
 STAGES = ("store", "routed", "bind", "running", "progress", "finish")
 
 
-def _setup(data_dir: str) -> None:
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def _setup(data_dir: str, pg_name: str) -> None:
     os.environ.update(HIVEMIND_DATA_DIR=data_dir, HIVEMIND_LOG_LEVEL="WARNING")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hivemind_web.settings")
     os.environ.pop("DATABASE_URL", None)
+    if pg_name:
+        _pg_admin(f'CREATE DATABASE "{pg_name}"')
+        os.environ["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{pg_name}"
     import django
 
     django.setup()
@@ -72,8 +87,11 @@ def _calls(stage: str, sid: str, node: str, epoch: int) -> tuple[Any, dict[str, 
     }
 
 
-def run(count: int, size: int) -> dict[str, float]:
-    """Apply the writer's batches for ``count`` tasks; CPU seconds by stage."""
+def run(count: int, size: int) -> tuple[dict[str, float], int, float]:
+    """Apply the writer's batches for ``count`` tasks: CPU seconds by stage, the statements
+    sent, and the wall seconds spent applying."""
+    from django.db import connection
+
     from hivemind_web.hub import intents
     from hivemind_web.hub.execution.batching import BATCHED
     from hivemind_web.hub.execution.writer import _apply, _Call
@@ -95,7 +113,12 @@ def run(count: int, size: int) -> dict[str, float]:
     cpu: dict[str, float] = defaultdict(float)
     # pipeline[d] holds the tasks submitted d + 1 batches ago: they are at stage d + 1.
     pipeline: deque[list[str]] = deque(maxlen=len(STAGES) - 1)
-    submitted = 0
+    submitted, statements, wall = 0, [0], 0.0
+
+    def count_statement(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements[0] += 1
+        return execute(sql, params, many, context)
+
     while submitted < count or any(pipeline):
         n = min(size, count - submitted)
         batch = [("store", _calls("store", "", "", 1)) for _ in range(n)]
@@ -105,9 +128,11 @@ def run(count: int, size: int) -> dict[str, float]:
                 node = nodes[j % 2]
                 batch.append((STAGES[depth], _calls(STAGES[depth], sid, node.name, 1)))
         calls = [_Call(fn, (), kwargs, None) for _, (fn, kwargs) in batch]
-        t0 = time.process_time()
-        outcomes = _apply(calls, BATCHED)
+        t0, w0 = time.process_time(), time.perf_counter()
+        with connection.execute_wrapper(count_statement):
+            outcomes = _apply(calls, BATCHED)
         spent = time.process_time() - t0
+        wall += time.perf_counter() - w0
         for (stage, _), (ok, value) in zip(batch, outcomes, strict=True):
             if not ok or value is False or value is None:
                 raise SystemExit(f"{stage} did not happen: {value!r}")
@@ -117,7 +142,7 @@ def run(count: int, size: int) -> dict[str, float]:
         pipeline.appendleft(started[:])
         started.clear()
     intents.uninstall(port)
-    return dict(cpu)
+    return dict(cpu), statements[0], wall
 
 
 class _Collect:
@@ -137,25 +162,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=8, help="calls of each stage per batch")
+    parser.add_argument("--pg", action="store_true", help="a fresh PostgreSQL database")
     parser.add_argument("--profile", action="store_true", help="print a cProfile instead")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="hivemind-writer-bench-") as tmp:
-        _setup(tmp)
-        run(min(args.tasks, 200), args.batch)  # warm up: caches, the first statements
-        profile = cProfile.Profile() if args.profile else None
-        if profile:
-            profile.enable()
-        cpu = run(args.tasks, args.batch)
-        if profile:
-            profile.disable()
-            pstats.Stats(profile).sort_stats("cumulative").print_stats(45)
-            return
+    pg_name = f"hivemind_writer_bench_{uuid.uuid4().hex[:10]}" if args.pg else ""
+    try:
+        with tempfile.TemporaryDirectory(prefix="hivemind-writer-bench-") as tmp:
+            _setup(tmp, pg_name)
+            run(min(args.tasks, 200), args.batch)  # warm up: caches, the first statements
+            profile = cProfile.Profile() if args.profile else None
+            if profile:
+                profile.enable()
+            cpu, statements, wall = run(args.tasks, args.batch)
+            if profile:
+                profile.disable()
+                pstats.Stats(profile).sort_stats("cumulative").print_stats(45)
+                return
+            from django.db import connection
+
+            connection.close()
+    finally:
+        if pg_name:
+            _pg_admin(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
     total = sum(cpu.values())
-    print(f"{args.tasks} tasks, {args.batch} calls of each stage per batch")
+    database = "PostgreSQL" if args.pg else "SQLite"
+    print(f"{args.tasks} tasks on {database}, {args.batch} calls of each stage per batch")
     print("| stage | CPU ms/task |\n|---|---|")
     for stage in STAGES:
         print(f"| {stage} | {cpu.get(stage, 0.0) * 1000 / args.tasks:.3f} |")
     print(f"| **all** | **{total * 1000 / args.tasks:.3f}** |")
+    print(f"\nstatements per task: {statements / args.tasks:.2f}")
+    print(f"wall ms per task: {wall * 1000 / args.tasks:.3f}")
 
 
 if __name__ == "__main__":

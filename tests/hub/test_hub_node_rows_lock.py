@@ -11,17 +11,22 @@ from __future__ import annotations
 import threading
 
 import pytest
+from django.conf import settings
 from django.db import connection, transaction
 
 from hivemind_web.hub.models import Node
 from hivemind_web.hub.services.node_state import release_slots
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.skipif(
+        "postgresql" not in settings.DATABASES["default"]["ENGINE"],
+        reason="PostgreSQL only: SQLite runs one write transaction at a time",
+    ),
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
 
 
 def test_two_batches_giving_back_slots_in_opposite_node_orders_both_commit() -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only: SQLite runs one write transaction at a time")
     a = Node.objects.create(name="a", capacity=4, running=2, healthy=True)
     b = Node.objects.create(name="b", capacity=4, running=2, healthy=True)
     first_wrote, second_wrote = threading.Event(), threading.Event()

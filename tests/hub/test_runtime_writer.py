@@ -1,5 +1,6 @@
 """The runtime's GroupWriter (DESIGN §10): one thread, one connection, everything queued
-applied in one transaction, each call in a savepoint of its own, results after the commit."""
+applied in one transaction (savepoints only once something in it raised), results after
+the commit."""
 
 from __future__ import annotations
 
@@ -147,6 +148,63 @@ async def test_it_falls_back_to_single_calls_when_the_many_form_raises() -> None
     finally:
         writer.close()
     assert recorder.applied == [("one", ["a1"]), ("one", ["b1"])]
+
+
+def create_teams(calls: list[dict[str, Any]]) -> list[str]:
+    return [Team.objects.create(name=c["session_id"]).name for c in calls]
+
+
+def named(name: str) -> Callable[..., str]:
+    def step(*, session_id: str) -> str:
+        raise AssertionError("applied in its many-at-once form")
+
+    step.__name__ = name
+    return step
+
+
+async def test_it_sends_no_savepoint_when_nothing_in_the_batch_raises() -> None:
+    teams = named("teams")
+    writer = GroupWriter("test-db", batched={teams: Batched(create_teams)})
+    sent: list[str] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        sent.append(sql)
+        return execute(sql, params, many, context)
+
+    try:
+        # On the writer's thread: its connection is the one to watch.
+        await writer.run(lambda: connection.execute_wrappers.append(record))
+        futures = [writer.enqueue(teams, session_id=name) for name in ("red", "blue")]
+        assert await asyncio.gather(*futures) == ["red", "blue"]
+        await writer.run(lambda: connection.execute_wrappers.remove(record))
+    finally:
+        writer.close()
+    assert any("INSERT" in sql for sql in sent)
+    # The two calls that put the watch on and took it off ran alone, each in a savepoint of
+    # its own: the end of the first and the start of the second are all the watch saw.
+    assert [sql.split()[0] for sql in sent if "SAVEPOINT" in sql.upper()] == [
+        "RELEASE",
+        "SAVEPOINT",
+    ]
+
+
+async def test_a_group_that_raises_has_the_batch_applied_again_each_group_in_a_savepoint() -> None:
+    recorder = Recorder(many_fails=True)
+    teams = named("teams")
+    writer = GroupWriter("test-db", batched={**recorder.table(), teams: Batched(create_teams)})
+    try:
+        futures = [
+            writer.enqueue(teams, session_id="red"),
+            writer.enqueue(recorder.step, session_id="a", label="1"),
+            writer.enqueue(teams, session_id="blue"),
+        ]
+        assert await asyncio.gather(*futures) == ["red", "one:a1", "blue"]
+        assert writer.batches == 1
+        # The first pass was rolled back whole: the teams are there once, and nothing the
+        # failing many-at-once form wrote is.
+        assert sorted(await writer.run(team_names)) == ["blue", "red"]
+    finally:
+        writer.close()
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,12 @@ Transitions of one task must land in the order they happened (started before pro
 finished), and the hub must not pay a connection, a thread hand-off and a commit for each of
 them (DESIGN §10). So every runtime read and write goes to one ``GroupWriter``: a FIFO queue
 drained by one dedicated thread that keeps its own connection open. The drain takes
-everything queued at once and applies it in ONE transaction, each call in a savepoint of its
-own (one failing call costs only itself), then resolves the callers' futures after the
-commit. Order is the queue's; the conditional guards in the services stay the safety net.
+everything queued at once and applies it in ONE transaction, then resolves the callers'
+futures after the commit. One failing call must cost only itself; savepoints give that, at
+two statements each (on PostgreSQL, two round trips the writer waits for): so a batch is
+first applied without them, and only a batch in which something raised is rolled back and
+applied again carefully, each call or group of calls in a savepoint of its own. Order is
+the queue's; the conditional guards in the services stay the safety net.
 
 Each queued call gets a sequence number (``seq``): a read's result reflects exactly the
 writes queued before it, which lets the scheduler reconcile a node snapshot with binds still
@@ -43,6 +46,11 @@ BATCH_RETRIES = 5
 
 class _BatchDeadlock(Exception):
     """A call kept losing deadlocks to locks its own batch holds: roll the batch back."""
+
+
+class _Careful(Exception):
+    """A group of calls raised in a batch applied without savepoints: roll the batch back
+    and apply it again with them."""
 
 
 class _Call:
@@ -171,6 +179,7 @@ def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bo
     outcomes: list[tuple[bool, Any]] = [(False, None)] * len(batch)
     levels: list[dict[Callable, list[int]]] = []
     level_of: dict[Any, int] = {}  # task → the level of its last gathered call
+    careful = False  # each group of gathered calls in a savepoint of its own
 
     def single(i: int) -> None:
         call = batch[i]
@@ -191,14 +200,21 @@ def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bo
                 return
 
     def apply_group(fn: Callable, indexes: list[int]) -> None:
-        try:
-            with transaction.atomic():
-                results = batched[fn].many([batch[i].kwargs for i in indexes])
-        except Exception:
-            log.exception("hub batch of %d %s failed; one by one", len(indexes), fn.__name__)
-            for i in indexes:
-                single(i)
-            return
+        calls = [batch[i].kwargs for i in indexes]
+        if not careful:
+            try:
+                results = batched[fn].many(calls)
+            except Exception as exc:
+                raise _Careful from exc
+        else:
+            try:
+                with transaction.atomic():
+                    results = batched[fn].many(calls)
+            except Exception:
+                log.exception("hub batch of %d %s failed; one by one", len(indexes), fn.__name__)
+                for i in indexes:
+                    single(i)
+                return
         for i, result in zip(indexes, results, strict=True):
             # A many-at-once form refuses one call by returning what it would raise.
             outcomes[i] = (not isinstance(result, Exception), result)
@@ -227,17 +243,25 @@ def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bo
                     level_of[key] = level
             apply_gathered()
 
+    def forget() -> None:
+        # Rolled back whole, after-commit hooks included: nothing of it happened.
+        levels.clear()
+        level_of.clear()
+        outcomes[:] = [(False, None)] * len(batch)
+
     try:
-        for attempt in range(1, BATCH_RETRIES + 1):
+        attempt = 1
+        while True:
             try:
                 apply_all()
                 break
+            except _Careful:
+                forget()
+                careful = True  # again, each group in a savepoint of its own
             except _BatchDeadlock as exc:
-                # Rolled back whole, after-commit hooks included: nothing of it happened.
-                levels.clear()
-                level_of.clear()
-                outcomes[:] = [(False, None)] * len(batch)
-                if attempt == BATCH_RETRIES:
+                forget()
+                attempt += 1
+                if attempt > BATCH_RETRIES:
                     raise exc.__cause__ from None
                 log.warning("hub write batch of %d lost a deadlock; applying it again", len(batch))
                 time.sleep(random.uniform(0.005, 0.05) * attempt)

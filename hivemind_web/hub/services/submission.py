@@ -243,7 +243,8 @@ def tasks_store_many(calls: list[dict[str, Any]]) -> list[list[Task] | AtCapacit
     rows: list[Task] = []
     spans: list[tuple[int, int, dict[str, Any]]] = []
     queued = 0  # local tasks of the earlier submissions here: not in the local queue yet
-    with transaction.atomic():
+    # Atomic alone; inside the writer's batch, which is atomic already, no savepoint.
+    with transaction.atomic(savepoint=False):
         for call in calls:
             requests, retry_of = call["requests"], call.get("retry_of")
             local = sum(1 for r in requests if r.strategy == ExecutionStrategy.LOCAL)

@@ -159,7 +159,8 @@ def task_record_progress(updates: Mapping[str, dict[str, Any]]) -> list[Task]:
     with_lines = any(update.get("lines") for update in updates.values())
     by_fields: dict[tuple[str, ...], list[Task]] = defaultdict(list)
     now = timezone.now()
-    with transaction.atomic():
+    # Atomic alone; inside the writer's batch, which is atomic already, no savepoint.
+    with transaction.atomic(savepoint=False):
         for task in batched.locked(updates, log=with_lines).values():
             update = updates[str(task.session_id)]
             if task.status not in ACTIVE:
