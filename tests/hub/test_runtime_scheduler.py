@@ -285,3 +285,34 @@ async def test_it_sees_a_node_change_announced_before_the_decision(
     finally:
         runner.cancel()
     assert placement.node == "n1"
+
+
+async def test_a_burst_of_decisions_against_a_full_fleet_reads_the_fleet_once(
+    writer: GroupWriter, scheduler: HubScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scheduler_module, "FRESH_FOR", 0.0)  # every failure looks again
+    await writer.run(ready_node, "n1", capacity=1)
+    await writer.run(bound_task, "n1")  # full
+    sids = [await writer.run(pending_task) for _ in range(20)]
+    await scheduler.resync()
+    before = scheduler.resyncs
+    outcomes = await asyncio.gather(
+        *(scheduler.schedule(request_for(sid)) for sid in sids), return_exceptions=True
+    )
+    assert all(isinstance(outcome, SchedulingError) for outcome in outcomes)
+    # All twenty looked at the database again before failing: through one shared read.
+    assert scheduler.resyncs - before == 1
+
+
+async def test_a_change_announced_during_a_resync_gets_a_read_of_its_own(
+    writer: GroupWriter, scheduler: HubScheduler
+) -> None:
+    await scheduler.resync()  # an empty fleet
+    first = asyncio.ensure_future(scheduler.resync())
+    await asyncio.sleep(0)  # its read is queued
+    await writer.run(ready_node, "n1")
+    scheduler.wake()  # announced after the first read was queued
+    await scheduler.resync()
+    await first
+    assert scheduler.cluster.node("n1") is not None
+    assert scheduler.resyncs == 3

@@ -84,6 +84,12 @@ def read_fleet() -> tuple[list[NodeInfo], list[tuple[str, str, str | None]], int
     return infos, bound, waiting_count()
 
 
+def _retrieve(future: asyncio.Future) -> None:
+    """A shared resync's failure is its awaiters' to handle; never "never retrieved"."""
+    if not future.cancelled():
+        future.exception()
+
+
 def read_node(name: str) -> NodeInfo | None:
     node = Node.objects.filter(name=name).first()
     return node_info(node) if node is not None else None
@@ -102,6 +108,7 @@ class HubScheduler:
         self._synced = asyncio.Event()
         self._wanted = asyncio.Event()
         self._reading = 0  # resync reads in flight
+        self._read: asyncio.Future[None] | None = None  # the latest resync, shared
         self.resyncs = 0
         self._synced_at = 0.0
         # Every agent some node advertises (as of the last resync).
@@ -134,8 +141,18 @@ class HubScheduler:
                 pass
 
     async def resync(self) -> None:
-        # The read queued now reflects every change announced so far.
-        self._wanted.clear()
+        """Bring the picture up to the database's. A resync in flight with no change
+        announced since it started is joined, not repeated: a burst of decisions that find
+        a full fleet must not read the whole fleet once each."""
+        read = self._read
+        if read is None or read.done() or self._wanted.is_set():
+            # The read queued now reflects every change announced so far.
+            self._wanted.clear()
+            read = self._read = asyncio.ensure_future(self._resync())
+            read.add_done_callback(_retrieve)
+        await asyncio.shield(read)
+
+    async def _resync(self) -> None:
         read_at = self.writer.seq
         self._reading += 1
         try:
