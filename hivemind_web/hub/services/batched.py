@@ -67,12 +67,12 @@ def locked(session_ids: Iterable[str], *, log: bool = False) -> dict[str, Task]:
     where, params = statements.where_in(Task, "session_id", list(session_ids))
     columns = (*TASK_COLUMNS, "log") if log else TASK_COLUMNS
     rows = statements.select(Task, columns, where, params, lock=True)
-    _attach(rows, "node", Node, NODE_OF_TASK)
-    _attach(rows, "team", Team, TEAM_COLUMNS)
+    attach(rows, "node", Node, NODE_OF_TASK)
+    attach(rows, "team", Team, TEAM_COLUMNS)
     return {str(task.session_id): task for task in rows}
 
 
-def _attach(rows: list[Task], name: str, model: type, columns: tuple[str, ...]) -> None:
+def attach(rows: list[Task], name: str, model: type, columns: tuple[str, ...]) -> None:
     """Read the rows' ``name`` objects in one query and cache them on the rows."""
     field = Task._meta.get_field(name)
     keys = {getattr(t, field.attname) for t in rows} - {None}

@@ -17,8 +17,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from hivemind_web.hub.intents import AttemptSpec
-from hivemind_web.hub.models import Task
-from hivemind_web.hub.services import batched, events
+from hivemind_web.hub.models import Task, Team
+from hivemind_web.hub.services import batched, events, statements
 from hivemind_web.hub.services.attempts import attempt_records
 from hivemind_web.hub.services.rows import set_fields
 from hivemind_web.hub.services.transitions import PENDING, clean_text
@@ -88,16 +88,33 @@ def park_many(calls: list[dict[str, Any]]) -> list[str]:
     return results
 
 
+# The queue's order (the partial index ``task_wait_queue``): highest priority, then oldest.
+_QUEUE = (
+    f"{statements.column(Task, 'status')} = %s AND {statements.column(Task, 'wait_until')} "
+    f"IS NOT NULL ORDER BY {statements.column(Task, 'priority')} DESC, "
+    f"{statements.column(Task, 'created_at')}, {statements.column(Task, 'id')} LIMIT %s"
+)
+
+
 def waiting_heads(*, limit: int) -> list[tuple[AttemptSpec, Any]]:
     """The head of the queue, highest priority first, then oldest: (spec without its input,
-    created_at). Inputs are read only for the tasks a claim wins."""
-    rows = (
-        Task.objects.select_related("team")
-        .filter(status=PENDING, wait_until__isnull=False)
-        .order_by("-priority", "created_at", "id")
-        .defer("input", "output", "log")[:limit]
+    created_at). Inputs are read only for the tasks a claim wins. Read on every fill, as
+    plain statements (DESIGN §10)."""
+    rows = statements.select(
+        Task, batched.TASK_COLUMNS, _QUEUE, [PENDING, limit], order_by_pk=False
     )
+    batched.attach(rows, "team", Team, batched.TEAM_COLUMNS)
     return [(AttemptSpec.of(task, with_input=False), task.created_at) for task in rows]
+
+
+def _specs(session_ids: list[str]) -> dict[str, AttemptSpec]:
+    """The specs of these tasks' current attempts, inputs included."""
+    if not session_ids:
+        return {}
+    where, params = statements.where_in(Task, "session_id", session_ids)
+    rows = statements.select(Task, (*batched.TASK_COLUMNS, "input"), where, params)
+    batched.attach(rows, "team", Team, batched.TEAM_COLUMNS)
+    return {str(task.session_id): AttemptSpec.of(task) for task in rows}
 
 
 def waiting_count() -> int:
@@ -112,6 +129,7 @@ def tasks_claim_waiting(*, claims: list[dict[str, Any]], owner: str) -> list[Att
     rows = batched.locked(c["session_id"] for c in claims)
     results: list[AttemptSpec | str] = [NOT_WAITING] * len(claims)
     held: dict[str, tuple[Any, str]] = {}
+    taken = []
     for call in claims:
         task = rows.get(call["session_id"])
         if (
@@ -121,19 +139,15 @@ def tasks_claim_waiting(*, claims: list[dict[str, Any]], owner: str) -> list[Att
             and task.wait_until is not None
         ):
             held[call["session_id"]] = (task.wait_until, task.waiting_reason)
+            task.wait_until, task.waiting_reason, task.owner = None, "", owner
+            taken.append(task)
     if not held:
         return results
     # Out of the queue first, so the bind's board event shows the task as placed.
-    Task.objects.filter(session_id__in=list(held)).update(
-        wait_until=None, waiting_reason="", owner=owner
-    )
+    set_fields(taken, ["wait_until", "waiting_reason", "owner"])
     calls = [c for c in claims if c["session_id"] in held]
     outcomes = dict(zip((c["session_id"] for c in calls), batched.bind_many(calls), strict=True))
-    bound = [sid for sid, outcome in outcomes.items() if outcome is True]
-    specs = {
-        str(task.session_id): AttemptSpec.of(task)
-        for task in Task.objects.select_related("team").filter(session_id__in=bound)
-    }
+    specs = _specs([sid for sid, outcome in outcomes.items() if outcome is True])
     for sid, outcome in outcomes.items():
         if outcome is not True:  # back in the queue as it was
             until, reason = held[sid]
