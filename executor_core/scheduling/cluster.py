@@ -258,8 +258,8 @@ class ClusterState:
         # Per key of a forgotten ring: the node its next walk was to start at, so the rebuilt
         # ring goes on from there rather than from the first name.
         self._resume: dict[tuple[Hashable, ...], str] = {}
-        # Per (static scorer, score key): the token a node's remembered score is kept under.
-        self._tokens: dict[Hashable, object] = {}
+        # Per (static scorer, score key): its scorer reading and keeping each node's scores.
+        self._remembered: dict[Hashable, Rate] = {}
         for info in nodes:
             self.upsert_node(info)
 
@@ -571,16 +571,16 @@ class ClusterState:
         """The cycle's scorers; the static ones read each node's remembered score."""
         if not any(cycle.statics):
             return cycle.rates
-        tokens = self._tokens
+        remembered = self._remembered
         rates = []
         for (name, share, rate), key in zip(cycle.rates, cycle.statics, strict=True):
             if key is not None:
-                token = tokens.get(key)
-                if token is None:
-                    if len(tokens) >= _SCORE_KEYS:
-                        tokens.clear()  # as for _eligible; a fresh token never meets an old one
-                    token = tokens[key] = object()
-                rate = _remember(rate, token)
+                kept = remembered.get(key)
+                if kept is None:
+                    if len(remembered) >= _SCORE_KEYS:
+                        remembered.clear()  # as for _eligible; a new scorer has a new token
+                    kept = remembered[key] = _remember(rate)
+                rate = kept
             rates.append((name, share, rate))
         return tuple(rates)
 
@@ -708,9 +708,11 @@ def _walk(
     return feasible, visited, rejected
 
 
-def _remember(rate: Rate, token: object) -> Rate:
-    """A static scorer's ``rate`` that reads each node's score under ``token`` when every node
-    has one, and otherwise rates them all and keeps their scores there (the same floats)."""
+def _remember(rate: Rate) -> Rate:
+    """A static scorer's ``rate`` that reads each node's score under its own token when every
+    node has one, and otherwise rates them all and keeps their scores there (the same floats).
+    Node records hold the token as a key, so it lives as long as a score kept under it."""
+    token = object()
 
     def remembered(nodes: Sequence[_Node]) -> list[float]:
         try:

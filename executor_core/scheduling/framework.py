@@ -261,41 +261,82 @@ class Framework:
             (plugin, float(self.profile.scores[plugin.name])) for plugin in scores
         )
         self.names = frozenset(self.profile.filters)
+        # What a cycle calls, looked up once rather than on every decision.
+        self._keys = tuple(
+            (plugin, plugin.name, plugin.index_key)  # type: ignore[attr-defined]
+            for plugin in self._indexed
+        )
+        self._prefilters = tuple(plugin.prefilter for plugin in self._walked)
+        self._scorers = tuple(
+            (
+                plugin.name,
+                weight,
+                plugin.prescore,
+                plugin.score_key if getattr(plugin, "static", False) else None,  # type: ignore[attr-defined]
+            )
+            for plugin, weight in self.scores
+        )
+        # The shares when every scorer applies (the usual case), as _shares computes them.
+        self._all_shares = _shares([weight for _plugin, weight in self.scores])
+        # A static scorer's batch scorer depends on its score key alone (see plugins/base.py),
+        # so it is built once per key: (name, score key) -> Rate, or None when not applicable.
+        self._static_rates: dict[Hashable, Rate | None] = {}
 
     def cycle(self, request: ScheduleRequest) -> Cycle:
         key: list[Hashable] = []
         indexed: list[FilterPlugin] = []
-        walk: list[Narrow] = []
-        for plugin in self._indexed:
-            part = plugin.index_key(request)  # type: ignore[attr-defined]
+        for plugin, name, index_key in self._keys:
+            part = index_key(request)
             if part is not None:
-                key.append((plugin.name, part))
+                key.append((name, part))
                 indexed.append(plugin)
-        for plugin in self._walked:
-            narrow = plugin.prefilter(request)
+        walk: list[Narrow] = []
+        for prefilter in self._prefilters:
+            narrow = prefilter(request)
             if narrow is not None:
                 walk.append(narrow)
-        applicable = self._applicable(request)
-        statics = tuple(
-            (plugin.name, plugin.score_key(request)) if getattr(plugin, "static", False) else None
-            for plugin, _share, _rate in applicable
-        )
-        rates = tuple((plugin.name, share, rate) for plugin, share, rate in applicable)
-        return Cycle(request, self.filters, tuple(key), indexed, walk, rates, statics)
-
-    def _applicable(self, request: ScheduleRequest) -> list[tuple[ScorePlugin, float, Rate]]:
-        """The score plugins with something to say, each with its share of the weights."""
-        applicable = []
-        for plugin, weight in self.scores:
-            rate = plugin.prescore(request)
+        names: list[str] = []
+        weights: list[float] = []
+        found: list[Rate] = []
+        statics: list[Hashable | None] = []
+        static_rates = self._static_rates
+        for name, weight, prescore, score_key in self._scorers:
+            if score_key is None:
+                static = None
+                rate = prescore(request)
+            else:
+                static = (name, score_key(request))
+                rate = static_rates.get(static, _UNKNOWN)
+                if rate is _UNKNOWN:
+                    rate = prescore(request)
+                    if len(static_rates) >= _STATIC_KEYS:
+                        static_rates.clear()  # request shapes churn: start over
+                    static_rates[static] = rate
             if rate is not None:
-                applicable.append((plugin, weight, rate))
-        total = sum(weight for _plugin, weight, _rate in applicable)
-        return [(plugin, weight / total, rate) for plugin, weight, rate in applicable]
+                names.append(name)
+                weights.append(weight)
+                found.append(rate)
+                statics.append(static)
+        shares = self._all_shares if len(found) == len(self._scorers) else _shares(weights)
+        rates = tuple(zip(names, shares, found, strict=True))
+        return Cycle(request, self.filters, tuple(key), indexed, walk, rates, tuple(statics))
 
     def static_narrows(self, request: ScheduleRequest) -> list[Narrow]:
         """The batch filters of the request's static constraints (what waiting cannot change)."""
         return _prefilters(self.static, request)
+
+
+def _shares(weights: Sequence[float]) -> tuple[float, ...]:
+    """Each applicable scorer's share of their weights: the shares sum to 1, so the weighted
+    sum stays on the 0-100 scale."""
+    total = sum(weights)
+    return tuple(weight / total for weight in weights)
+
+
+# How many (static scorer, score key) pairs keep their batch scorer at once.
+_STATIC_KEYS = 256
+# Not yet built (None is a built answer: the scorer has nothing to say).
+_UNKNOWN: Any = object()
 
 
 def narrow_all(narrows: Iterable[Narrow], nodes: list[Any], rejected: Rejected) -> list[Any]:

@@ -11,6 +11,7 @@ their mean.
 from __future__ import annotations
 
 from collections.abc import Hashable
+from functools import lru_cache
 from typing import Any
 
 from executor_core.scheduling.plugins.base import Filter, Narrow, Rate, Rejected, Score, reject
@@ -19,6 +20,28 @@ from executor_core.scheduling.types import ScheduleRequest
 NAME = "NodeResources"
 REASON_MEMORY = "less than {mb} MB memory free (or not reported)"
 REASON_CPU = "CPU above {percent:g}% (or not reported)"
+
+
+# Built once per pair of limits: formatting the two reasons costs more than a decision's
+# checks of a few nodes. Typed, so that 1024 and 1024.0 keep their own reason phrase.
+@lru_cache(maxsize=64, typed=True)
+def _narrower(mem: int | None, cpu: float | None) -> Narrow:
+    low_memory = REASON_MEMORY.format(mb=mem)
+    high_cpu = REASON_CPU.format(percent=cpu or 0)
+
+    # One pass per limit, memory first, so each drop is counted by length.
+    def narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
+        if mem is not None:
+            kept = [n for n in nodes if (f := n.free_memory_mb) is not None and f >= mem]
+            reject(rejected, low_memory, nodes, kept)
+            nodes = kept
+        if cpu is not None:
+            kept = [n for n in nodes if (c := n.cpu_percent) is not None and c <= cpu]
+            reject(rejected, high_cpu, nodes, kept)
+            nodes = kept
+        return nodes
+
+    return narrow
 
 
 class Resources(Filter, Score):
@@ -33,22 +56,7 @@ class Resources(Filter, Score):
         mem, cpu = request.min_free_memory_mb, request.max_cpu_percent
         if mem is None and cpu is None:
             return None
-        low_memory = REASON_MEMORY.format(mb=mem)
-        high_cpu = REASON_CPU.format(percent=cpu or 0)
-
-        # One pass per limit, memory first, so each drop is counted by length.
-        def narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
-            if mem is not None:
-                kept = [n for n in nodes if (f := n.free_memory_mb) is not None and f >= mem]
-                reject(rejected, low_memory, nodes, kept)
-                nodes = kept
-            if cpu is not None:
-                kept = [n for n in nodes if (c := n.cpu_percent) is not None and c <= cpu]
-                reject(rejected, high_cpu, nodes, kept)
-                nodes = kept
-            return nodes
-
-        return narrow
+        return _narrower(mem, cpu)
 
     def prescore(self, request: ScheduleRequest) -> Rate | None:
         mem, cpu = request.min_free_memory_mb, request.max_cpu_percent
