@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from executor_core.types import ExecutorError, NodeAffinityPolicy
 
@@ -108,9 +108,12 @@ class ScheduleRequest:
     model: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class NodeScore:
-    """One node as a decision saw it. ``scores`` maps score plugin → its weighted score."""
+class NodeScore(NamedTuple):
+    """One node as a decision saw it. ``scores`` maps score plugin → its weighted score.
+
+    A named tuple rather than a frozen dataclass: every decision builds a few for its record,
+    and a tuple is built in less than half the time.
+    """
 
     node: str
     total: float
