@@ -241,7 +241,8 @@ class ClusterState:
     ) -> None:
         """``profile`` names the plugins that decide (default: every built-in one); building
         it raises LookupError / TypeError for a name the registry does not have as such."""
-        self.framework = Framework(profile, registry)
+        # A static scorer reads and keeps each node's scores (see _remember).
+        self.framework = Framework(profile, registry, remember=_remember)
         names = self.framework.names
         self._pins = pinning.NAME in names
         self._selects = selector.NAME in names
@@ -258,8 +259,6 @@ class ClusterState:
         # Per key of a forgotten ring: the node its next walk was to start at, so the rebuilt
         # ring goes on from there rather than from the first name.
         self._resume: dict[tuple[Hashable, ...], str] = {}
-        # Per (static scorer, score key): its scorer reading and keeping each node's scores.
-        self._remembered: dict[Hashable, Rate] = {}
         for info in nodes:
             self.upsert_node(info)
 
@@ -485,8 +484,7 @@ class ClusterState:
                 visited = len(nodes)
             raise self._failure(request, policy, nodes, ring is None, visited, rejected)
 
-        rates = self._remembering(cycle)
-        placement, best = _choose(request, policy, team, rates, feasible, visited, rejected)
+        placement, best = _choose(request, policy, team, cycle.rates, feasible, visited, rejected)
         next_start = (start + visited) % len(nodes) if ring is not None else 0
         return _Decision(best, placement.score, ring, next_start, placement)
 
@@ -567,23 +565,6 @@ class ClusterState:
             self._resume.clear()
         self._eligible.clear()
 
-    def _remembering(self, cycle: Cycle) -> Rates:
-        """The cycle's scorers; the static ones read each node's remembered score."""
-        if not any(cycle.statics):
-            return cycle.rates
-        remembered = self._remembered
-        rates = []
-        for (name, share, rate), key in zip(cycle.rates, cycle.statics, strict=True):
-            if key is not None:
-                kept = remembered.get(key)
-                if kept is None:
-                    if len(remembered) >= _SCORE_KEYS:
-                        remembered.clear()  # as for _eligible; a new scorer has a new token
-                    kept = remembered[key] = _remember(rate)
-                rate = kept
-            rates.append((name, share, rate))
-        return tuple(rates)
-
     def _could_ever_fit(self, request: ScheduleRequest) -> bool:
         """True when some node passes every static filter of the request: only transient ones
         (capacity, readiness, affinity, ...) rule nodes out, so waiting may help."""
@@ -640,8 +621,7 @@ class ClusterState:
 
 # How many request shapes (keys of the indexed filters) keep their eligible nodes at once.
 _ELIGIBLE_KEYS = 256
-# How many score keys of static scorers have a token at once, and how many scores a node keeps.
-_SCORE_KEYS = 256
+# How many static scorers' scores a node keeps (the framework keeps their scorers per key).
 _SCORES_PER_NODE = 16
 # How many nodes the static probe of a failure filters at a time.
 _PROBE = 256
