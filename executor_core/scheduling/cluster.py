@@ -773,7 +773,7 @@ def _best_first(totals: list[float], nodes: Sequence[_Node]) -> list[int]:
     while end < n and totals[order[end]] == cut:
         end += 1  # the tie at the cut, whole
     head = order[:end]
-    if len({totals[i] for i in head}) == len(head):
+    if len(set(map(totals.__getitem__, head))) == len(head):
         return head[:keep]  # no two equal totals: running cannot matter
     running = [node.running for node in nodes]
     head.sort(key=running.__getitem__)
@@ -787,13 +787,12 @@ def _check_constraints(request: ScheduleRequest) -> None:
         raise RequestValidationError("node", ERR_TEXT)
     if not isinstance(request.model, str):
         raise RequestValidationError("model", ERR_TEXT)
+    # all(map(...)) over str.__instancecheck__: isinstance for each, without a generator.
     wanted = request.capabilities
-    if wanted and (isinstance(wanted, str) or not all(isinstance(c, str) for c in wanted)):
+    if wanted and (isinstance(wanted, str) or not all(map(_is_str, wanted))):
         raise RequestValidationError("capabilities", ERR_STRINGS)
     preferred = request.prefer_labels
-    if preferred and not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in preferred.items()
-    ):
+    if preferred and not (all(map(_is_str, preferred)) and all(map(_is_str, preferred.values()))):
         raise RequestValidationError("prefer_labels", ERR_LABELS)
     memory = request.min_free_memory_mb
     if memory is not None and (not _is_int(memory) or memory < 0):
@@ -815,6 +814,9 @@ def _check_node_extras(info: NodeInfo) -> None:
     ):
         if figure is not None and (not _is_number(figure) or figure < 0):
             raise ValueError(ERR_NODE_FIGURE.format(name=name, field=field))
+
+
+_is_str = str.__instancecheck__
 
 
 def _is_int(value: Any) -> bool:

@@ -109,19 +109,22 @@ class TeamAffinity(Filter, Score):
         team = members(request.hints.team_nodes)
         if not team:
             return None  # before the first member is placed, any node will do
-        why = reason(policy, request.team_id)
+        team_id = request.team_id
+        # The reason is worded only when a node is ruled out: most walks meet no team node.
         if policy == _COLOCATE:
 
             def narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
                 kept = [n for n in nodes if n.name in team]
-                reject(rejected, why, nodes, kept)
+                if len(kept) < len(nodes):
+                    reject(rejected, reason(policy, team_id), nodes, kept)
                 return kept
 
         else:
 
             def narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
                 kept = [n for n in nodes if n.name not in team]
-                reject(rejected, why, nodes, kept)
+                if len(kept) < len(nodes):
+                    reject(rejected, reason(policy, team_id), nodes, kept)
                 return kept
 
         return narrow
@@ -158,12 +161,13 @@ def _colocate(team: Mapping[str, int]) -> Rate:
 
 
 def _spread(team: Mapping[str, int]) -> Rate:
-    # The shift is capped per member count once, not per node.
-    shift = {name: min(count, 64) for name, count in team.items()}.get
+    # The shift is capped per member count once, not per node; a node without members is
+    # divided by its capacity as is (shifting by 0), without a lookup call.
+    shift = {name: min(count, 64) for name, count in team.items()}
 
     def rate(nodes: Any) -> list[float]:
         return [
-            50.0 * (2 * c - r) / (c << shift(n.name, 0))
+            50.0 * (2 * c - r) / (c << shift[name] if (name := n.name) in shift else c)
             if (r := n.running) < (c := n.capacity) and c > 0
             else 0.0
             for n in nodes
