@@ -754,6 +754,8 @@ def _name_order(nodes: list[_Node]) -> list[_Node]:
     if len(nodes) < 2:
         return nodes
     first = nodes[0].name
+    if nodes[-1].name > first:
+        return nodes  # it did not wrap: the last name would sort before the first
     # Past the wrap every name sorts before the first one: a binary search finds it.
     wrap = bisect_left(nodes, True, key=lambda n: n.name < first)
     return nodes[wrap:] + nodes[:wrap] if wrap < len(nodes) else nodes
