@@ -264,3 +264,19 @@ async def test_a_task_pinned_to_a_busy_node_waits_for_that_node(runtime: Runtime
     await free(runtime, busy)
     await eventually(lambda: runtime.wait_queue.placed == 1)
     assert await check(runtime, on_node, sid) == "n1"
+
+
+async def test_tasks_at_the_head_that_fit_no_free_node_do_not_hide_one_behind_them(
+    runtime: Runtime,
+) -> None:
+    await full_node(runtime, "n1")
+    busy = await full_node(runtime, "n2")
+    # More tasks pinned to busy n1 than the first page of the queue holds, then one any
+    # node may take.
+    pinned = [await runtime.write(submit, node="n1", max_wait=30) for _ in range(3 * 8)]
+    anywhere = await runtime.write(submit, max_wait=30)
+    await eventually(lambda: runtime.scheduler.waiting == len(pinned) + 1)
+    await free(runtime, busy)  # a slot on n2: only the last task in the queue fits it
+    await eventually(lambda: runtime.wait_queue.placed == 1)
+    assert await check(runtime, on_node, anywhere) == "n2"
+    assert all([await check(runtime, waiting, sid) for sid in pinned])

@@ -33,9 +33,11 @@ from hivemind_web.hub.services.waiting import (
 
 log = logging.getLogger(__name__)
 
-# Heads read beyond the free slots: tasks at the head that fit no free node (another
-# selector, a busy pinned node) must not hide the ones behind them that fit.
-LOOKAHEAD = 64
+# The queue is read a page at a time, the first one the free slots plus this many: tasks at
+# the head that fit no free node (another selector, a busy pinned node) must not hide the ones
+# behind them, so while slots stay free and the page was full, the next page (twice as long),
+# up to MAX_HEADS in all.
+LOOKAHEAD = 8
 MAX_HEADS = 500
 OFFERED = "auto: a node freed up while it waited in the local queue"
 
@@ -147,35 +149,49 @@ class WaitQueue:
         free = self.scheduler.free_slots()
         if free <= 0:
             return
-        heads: list[tuple[AttemptSpec, Any]] = []
-        if self.scheduler.waiting > 0:
-            limit = min(MAX_HEADS, free + LOOKAHEAD)
-            heads = await self.writer.run(waiting_heads, limit=limit)
-            if not heads:
-                self.scheduler.waiting = 0
-        # Highest priority first; within one, runs queued locally (they already waited for a
-        # local slot), then the queue's order (oldest first).
-        queued = self._queued_locally()
-        candidates = [(spec, True) for spec in queued] + [(spec, False) for spec, _ in heads]
-        candidates.sort(key=lambda item: -item[0].priority)  # stable: keeps the orders above
         decided: list[tuple[ScheduleRequest, Placement]] = []
         offered: list[tuple[AttemptSpec, ScheduleRequest, Placement]] = []
-        for spec, local in candidates:
-            if free <= 0:
+        # Runs queued locally (they already waited for a local slot) go before the queue's
+        # tasks of their priority; one of a lower priority than a page's last task waits
+        # until the pages that may still outrank it were read.
+        local = self._queued_locally()
+        seen: set[str] = set()
+        offset, more, limit = 0, self.scheduler.waiting > 0, free + LOOKAHEAD
+        while free > 0:
+            heads: list[AttemptSpec] = []
+            if more:
+                limit = min(MAX_HEADS - offset, limit)
+                page = await self.writer.run(waiting_heads, limit=limit, offset=offset)
+                offset += len(page)
+                more = len(page) == limit and offset < MAX_HEADS
+                if not page and offset == 0:
+                    self.scheduler.waiting = 0
+                heads = [spec for spec, _ in page if spec.session_id not in seen]
+                seen.update(spec.session_id for spec in heads)
+            floor = heads[-1].priority if more and heads else None
+            now = [spec for spec in local if floor is None or spec.priority >= floor]
+            local = [spec for spec in local if spec not in now]
+            candidates = [(spec, True) for spec in now] + [(spec, False) for spec in heads]
+            candidates.sort(key=lambda item: -item[0].priority)  # stable: keeps the orders
+            for spec, is_local in candidates:
+                if free <= 0:
+                    break
+                request = build_schedule_request(self.request_of(spec), self.index)
+                try:
+                    placement = self.scheduler.cluster.place(request)
+                except SchedulingError:
+                    continue  # fits no free node: the ones behind it may
+                if is_local:
+                    if self.local is None or not self.local.withdraw(spec.session_id):
+                        self.scheduler.cluster.release(spec.session_id)  # it started meanwhile
+                        continue
+                    offered.append((spec, request, placement))
+                else:
+                    decided.append((request, placement))
+                free -= 1
+            if not more and not local:
                 break
-            request = build_schedule_request(self.request_of(spec), self.index)
-            try:
-                placement = self.scheduler.cluster.place(request)
-            except SchedulingError:
-                continue  # fits no free node: the ones behind it may
-            if local:
-                if self.local is None or not self.local.withdraw(spec.session_id):
-                    self.scheduler.cluster.release(spec.session_id)  # it started meanwhile
-                    continue
-                offered.append((spec, request, placement))
-            else:
-                decided.append((request, placement))
-            free -= 1
+            limit *= 2  # the next page, if any: twice as long (few reads when many do not fit)
         placed = 0
         for spec, request, placement in offered:
             self.offerable.pop(spec.session_id, None)

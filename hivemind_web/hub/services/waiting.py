@@ -92,16 +92,16 @@ def park_many(calls: list[dict[str, Any]]) -> list[str]:
 _QUEUE = (
     f"{statements.column(Task, 'status')} = %s AND {statements.column(Task, 'wait_until')} "
     f"IS NOT NULL ORDER BY {statements.column(Task, 'priority')} DESC, "
-    f"{statements.column(Task, 'created_at')}, {statements.column(Task, 'id')} LIMIT %s"
+    f"{statements.column(Task, 'created_at')}, {statements.column(Task, 'id')} LIMIT %s OFFSET %s"
 )
 
 
-def waiting_heads(*, limit: int) -> list[tuple[AttemptSpec, Any]]:
+def waiting_heads(*, limit: int, offset: int = 0) -> list[tuple[AttemptSpec, Any]]:
     """The head of the queue, highest priority first, then oldest: (spec without its input,
     created_at). Inputs are read only for the tasks a claim wins. Read on every fill, as
     plain statements (DESIGN §10)."""
     rows = statements.select(
-        Task, batched.TASK_COLUMNS, _QUEUE, [PENDING, limit], order_by_pk=False
+        Task, batched.TASK_COLUMNS, _QUEUE, [PENDING, limit, offset], order_by_pk=False
     )
     batched.attach(rows, "team", Team, batched.TEAM_COLUMNS)
     return [(AttemptSpec.of(task, with_input=False), task.created_at) for task in rows]
