@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from channels.layers import get_channel_layer
 from runtime_support import WAIT, bound_task, eventually, node_row, ready_node, task_row
 
-from hivemind_web.hub.execution import reaper as reaper_module
 from hivemind_web.hub.execution.reaper import unclaimed_pending
-from hivemind_web.hub.execution.runtime import Runtime, ensure_started, reset_runtime
+from hivemind_web.hub.execution.runtime import Runtime
 from hivemind_web.hub.intents import AttemptSpec
 from hivemind_web.hub.models import Task, TaskAttempt
 from hivemind_web.hub.services import submission
@@ -30,20 +27,6 @@ from hivemind_web.hub.services.waiting import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
-
-
-@pytest.fixture
-async def runtime(monkeypatch: pytest.MonkeyPatch, settings: Any) -> AsyncIterator[Runtime]:
-    monkeypatch.setattr(reaper_module, "TICK", 3600.0)  # the tests expire deadlines themselves
-    settings.HIVEMIND = {**settings.HIVEMIND, "ASSIGN_TIMEOUT": 60.0, "LOCAL_CONCURRENCY": 1}
-    reset_runtime()
-    layer = get_channel_layer()
-    await layer.flush()
-    started = await ensure_started()
-    await started.scheduler.ready()
-    yield started
-    reset_runtime()
-    await layer.flush()
 
 
 def submit(**fields: Any) -> str:

@@ -41,9 +41,9 @@ from hivemind_web.hub.execution.batching import BATCHED
 from hivemind_web.hub.execution.connections import NodeConnections
 from hivemind_web.hub.execution.dispatcher import NodeDispatcher
 from hivemind_web.hub.execution.progress import ProgressCoalescer
-from hivemind_web.hub.execution.scheduler import HubScheduler
+from hivemind_web.hub.execution.scheduler import HubScheduler, NotRouted
 from hivemind_web.hub.execution.waiting import WaitQueue
-from hivemind_web.hub.execution.writer import GroupWriter
+from hivemind_web.hub.execution.writer import GroupWriter, retrieve
 from hivemind_web.hub.intents import AttemptSpec
 from hivemind_web.hub.services import tasks as task_services
 from hivemind_web.hub.services.hub import fallback_mode_enabled
@@ -92,14 +92,20 @@ class LocalFallback:
     name = "local"
 
     def __init__(
-        self, writer: GroupWriter, local: LocalExecutor, records: dict[str, dict[str, Any]]
+        self,
+        writer: GroupWriter,
+        local: LocalExecutor,
+        records: dict[str, dict[str, Any]],
+        routed: Callable[[str], Any],
     ) -> None:
         self.writer = writer
         self.local = local
         self.records = records
+        self.routed = routed  # waits for the attempt's routing; NotRouted if refused
 
     async def execute(self, request: ExecuteRequest) -> ExecutionResult:
         sid, reason = request.session_id, request.fallback_reason or "scheduling failed"
+        await self.routed(sid)
         recorded = await self.writer.run(
             task_services.task_record_fallback,
             session_id=sid,
@@ -194,7 +200,9 @@ class Runtime:
             requeue=lambda spec: self.spawn(self._guarded(spec, self.run_local(spec))),
         )
         self.scheduler.on_resync = self.wait_queue.room_maybe
-        self.fallback = LocalFallback(self.writer, self.local, self.wait_queue.records)
+        self.fallback = LocalFallback(
+            self.writer, self.local, self.wait_queue.records, self.scheduler.routed
+        )
         self.golem = GolemExecutor(
             self.scheduler,
             self.fallback,
@@ -441,7 +449,7 @@ class Runtime:
         else:
             decision = await self.router.decide(request)
             executor, route, reason = decision.executor, decision.strategy.value, decision.reason
-        routed = await self.writer.run(
+        routing = self.writer.enqueue(
             task_services.task_mark_routed,
             session_id=spec.session_id,
             attempt=spec.attempt,
@@ -449,7 +457,19 @@ class Runtime:
             reason=reason,
             owner=INSTANCE,
         )
-        if not routed:
+        if executor is self.golem:
+            # Decided and bound without waiting for the routing: the bind, queued in this
+            # same step, lands in the same batch, and only if the routing did (DESIGN §10).
+            routing.add_done_callback(retrieve)  # awaited only when something was refused
+            self.scheduler.routing[spec.session_id] = (routing, INSTANCE)
+            try:
+                await self._carry(spec, executor.execute(request))
+            except NotRouted:
+                return  # cancelled or superseded while being routed, or another hub has it
+            finally:
+                self.scheduler.routing.pop(spec.session_id, None)
+            return
+        if not await routing:
             return  # cancelled or superseded while being routed, or another hub has it
         if executor is self.local and request.strategy == ExecutionStrategy.AUTO:
             await self.run_local(spec)

@@ -27,7 +27,7 @@ from django.utils import timezone
 from executor_core.index import NodeTaskIndex
 from executor_core.scheduling import ClusterState, NodeInfo, Placement, ScheduleRequest
 from executor_core.scheduling.types import SchedulingError
-from hivemind_web.hub.execution.writer import GroupWriter
+from hivemind_web.hub.execution.writer import GroupWriter, retrieve
 from hivemind_web.hub.intents import AttemptSpec
 from hivemind_web.hub.models import Node, Task
 from hivemind_web.hub.services.tasks import task_bind
@@ -47,6 +47,13 @@ RESYNC_DEBOUNCE = 0.02
 # be heard by another hub process, which writes them).
 RESOURCES_FRESH_FOR = 5.0
 ERR_BIND_CONFLICT = "bind conflict: node {node} filled up under us {n} times"
+
+
+class NotRouted(Exception):
+    """The attempt's routing, in flight while it was decided, was refused: cancelled or
+    superseded meanwhile, or another hub process routed it first. Leave it alone."""
+
+
 ERR_NOT_PENDING = "task is no longer pending"
 
 
@@ -84,12 +91,6 @@ def read_fleet() -> tuple[list[NodeInfo], list[tuple[str, str, str | None]], int
     return infos, bound, waiting_count()
 
 
-def _retrieve(future: asyncio.Future) -> None:
-    """A shared resync's failure is its awaiters' to handle; never "never retrieved"."""
-    if not future.cancelled():
-        future.exception()
-
-
 def read_node(name: str) -> NodeInfo | None:
     node = Node.objects.filter(name=name).first()
     return node_info(node) if node is not None else None
@@ -117,6 +118,11 @@ class HubScheduler:
         self.waiting = 0
         # Called after each resync (the wait queue looks for room it can fill).
         self.on_resync: Any = None
+        # Routings still in flight (session id → (its future, the owner it writes)): a golem
+        # attempt's routing is queued with no wait, so that its bind lands in the same batch
+        # (DESIGN §10); the bind is conditional on it, and nothing else happens to the
+        # attempt before its outcome is known (``routed``).
+        self.routing: dict[str, tuple[asyncio.Future, str]] = {}
         # The latest heartbeat figures this process heard, newer than the database's.
         # (monotonic time, cpu, free memory, free disk) per node.
         self.resources: dict[str, tuple[float, float, int | None, int | None]] = {}
@@ -149,7 +155,7 @@ class HubScheduler:
             # The read queued now reflects every change announced so far.
             self._wanted.clear()
             read = self._read = asyncio.ensure_future(self._resync())
-            read.add_done_callback(_retrieve)
+            read.add_done_callback(retrieve)
         await asyncio.shield(read)
 
     async def _resync(self) -> None:
@@ -210,6 +216,12 @@ class HubScheduler:
         """Wait for the first picture of the fleet."""
         await self._synced.wait()
 
+    async def routed(self, session_id: str) -> None:
+        """Wait for the attempt's routing if it is in flight; NotRouted if it was refused."""
+        pending = self.routing.pop(session_id, None)
+        if pending is not None and not await pending[0]:
+            raise NotRouted(session_id)
+
     # -- the Scheduler protocol ------------------------------------------------------------
 
     async def schedule(self, request: ScheduleRequest) -> Placement:
@@ -222,6 +234,7 @@ class HubScheduler:
             # In the index at once: the next decision for a team mate must see this one,
             # bound or not yet (affinity reads the index).
             self.index.add(node, sid, request.team_id)
+            routing = self.routing.get(sid)
             try:
                 outcome = await self.writer.run(
                     task_bind,
@@ -231,6 +244,7 @@ class HubScheduler:
                     reason=placement.reason,
                     score=placement.score,
                     record=placement.record.to_dict() if placement.record else None,
+                    owner=routing[1] if routing is not None else "",
                 )
             except BaseException:
                 self.cluster.release(sid)
@@ -243,6 +257,7 @@ class HubScheduler:
             self.cluster.release(sid)
             self.index.remove(sid)
             if outcome != BIND_NODE_FULL:
+                await self.routed(sid)  # a routing refused explains the refused bind
                 raise SchedulingError(ERR_NOT_PENDING, waitable=False)
             # Our picture of the node was stale: take the database's before deciding again.
             fresh = await self.writer.run(read_node, node)

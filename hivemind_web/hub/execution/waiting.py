@@ -81,6 +81,7 @@ class WaitQueue:
     # -- GolemExecutor's WaitQueue protocol -------------------------------------------------
 
     async def park(self, request: ExecuteRequest, error: SchedulingError) -> ExecutionResult | None:
+        await self.scheduler.routed(request.session_id)  # ours to park (NotRouted if not)
         record = error.record.to_dict() if error.record is not None else None
         if error.waitable and request.max_wait:
             outcome = await self.writer.run(

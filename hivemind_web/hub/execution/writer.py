@@ -44,6 +44,13 @@ RETRIES = 3
 BATCH_RETRIES = 5
 
 
+def retrieve(future: asyncio.Future) -> None:
+    """A done-callback for a write nobody may await: its failure reaches whoever does
+    await it, and is never logged as "never retrieved"."""
+    if not future.cancelled():
+        future.exception()
+
+
 class _BatchDeadlock(Exception):
     """A call kept losing deadlocks to locks its own batch holds: roll the batch back."""
 

@@ -174,7 +174,12 @@ def bind_many(calls: Calls) -> list[bool | str]:
     by_node: dict[str, list[int]] = defaultdict(list)
     for i, call in enumerate(calls):
         task = rows.get(call["session_id"])
-        if task is None or task.attempts != call["attempt"] or task.status != PENDING:
+        if (
+            task is None
+            or task.attempts != call["attempt"]
+            or task.status != PENDING
+            or (call.get("owner") and task.owner != call["owner"])
+        ):
             results[i] = BIND_NOT_PENDING
         else:
             by_node[call["node_name"]].append(i)

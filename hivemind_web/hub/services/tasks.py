@@ -106,13 +106,16 @@ def task_bind(
     score: float = 0.0,
     record: dict[str, Any] | None = None,
     route_reason: str = "",
+    owner: str = "",
 ) -> bool | str:
     """The optimistic bind (DESIGN §3): take a slot on the node only if one is free.
     True when bound, else why not (BIND_NODE_FULL, BIND_NOT_PENDING). ``record``: the
     scheduler's placement record, kept on the attempt; ``route_reason``: a new reason for
-    the route, when it changed since the attempt was routed."""
+    the route, when it changed since the attempt was routed; ``owner``: bind only if this
+    hub process routed the attempt (its routing may be in the same batch, just before)."""
     call = {"session_id": session_id, "attempt": attempt, "node_name": node_name}
     call.update(reason=reason, score=score, record=record, route_reason=route_reason)
+    call.update(owner=owner)
     return batched.bind_many([call])[0]
 
 
