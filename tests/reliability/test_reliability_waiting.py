@@ -72,7 +72,10 @@ def test_with_max_wait_zero_the_overflow_falls_back_at_once(fleet: Any) -> None:
 
 def test_a_later_higher_priority_task_starts_before_earlier_ones(fleet: Any) -> None:
     hub, token, _ = fleet
-    fillers = batch(hub, token, [sleep_task(2, max_wait=60) for _ in range(4)])
+    # One slot frees first, the other three later: the first free slot is what priority
+    # decides (slots that free together are filled in one go, highest priority first, and
+    # then which run reports its start first is the nodes' race).
+    fillers = batch(hub, token, [sleep_task(s, max_wait=60) for s in (2, 4, 4, 4)])
     for filler in fillers:
         wait_task(hub, token, filler["session_id"], "running", timeout=20)
     ordinary = batch(hub, token, [sleep_task(0.2, max_wait=60) for _ in range(3)])
