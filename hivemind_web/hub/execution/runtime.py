@@ -180,6 +180,7 @@ class Runtime:
             index=self.index,
             retries=cfg["BIND_RETRIES"],
             cluster=ClusterState(profile=cfg.get("SCHEDULER_PROFILE")),
+            owner=INSTANCE,
         )
         self.dispatcher = NodeDispatcher(
             writer=self.writer,
@@ -461,7 +462,7 @@ class Runtime:
             # Decided and bound without waiting for the routing: the bind, queued in this
             # same step, lands in the same batch, and only if the routing did (DESIGN §10).
             routing.add_done_callback(retrieve)  # awaited only when something was refused
-            self.scheduler.routing[spec.session_id] = (routing, INSTANCE)
+            self.scheduler.routing[spec.session_id] = routing
             try:
                 await self._carry(spec, executor.execute(request))
             except NotRouted:

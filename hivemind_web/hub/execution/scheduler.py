@@ -47,14 +47,12 @@ RESYNC_DEBOUNCE = 0.02
 # be heard by another hub process, which writes them).
 RESOURCES_FRESH_FOR = 5.0
 ERR_BIND_CONFLICT = "bind conflict: node {node} filled up under us {n} times"
+ERR_NOT_PENDING = "task is no longer pending"
 
 
 class NotRouted(Exception):
     """The attempt's routing, in flight while it was decided, was refused: cancelled or
     superseded meanwhile, or another hub process routed it first. Leave it alone."""
-
-
-ERR_NOT_PENDING = "task is no longer pending"
 
 
 def node_info(node: Node, now: datetime | None = None) -> NodeInfo:
@@ -98,17 +96,23 @@ def read_node(name: str) -> NodeInfo | None:
 
 class HubScheduler:
     def __init__(
-        self, *, writer: GroupWriter, index: NodeTaskIndex, retries: int, cluster=None
+        self,
+        *,
+        writer: GroupWriter,
+        index: NodeTaskIndex,
+        retries: int,
+        cluster=None,
+        owner: str = "",
     ) -> None:
         self.cluster: ClusterState = cluster or ClusterState()
         self.writer = writer
+        self.owner = owner  # what this process's routings write as the attempt's owner
         self.index = index
         self.retries = retries
         # Binds queued and not yet answered: session id → (node, the bind's sequence number).
         self._binding: dict[str, tuple[str, int]] = {}
         self._synced = asyncio.Event()
         self._wanted = asyncio.Event()
-        self._reading = 0  # resync reads in flight
         self._read: asyncio.Future[None] | None = None  # the latest resync, shared
         self.resyncs = 0
         self._synced_at = 0.0
@@ -118,11 +122,11 @@ class HubScheduler:
         self.waiting = 0
         # Called after each resync (the wait queue looks for room it can fill).
         self.on_resync: Any = None
-        # Routings still in flight (session id → (its future, the owner it writes)): a golem
-        # attempt's routing is queued with no wait, so that its bind lands in the same batch
-        # (DESIGN §10); the bind is conditional on it, and nothing else happens to the
+        # Routings still in flight (session id → its future): a golem attempt's routing is
+        # queued with no wait, so that its bind lands in the same batch (DESIGN §10); the
+        # bind is conditional on it (it checks ``owner``), and nothing else happens to the
         # attempt before its outcome is known (``routed``).
-        self.routing: dict[str, tuple[asyncio.Future, str]] = {}
+        self.routing: dict[str, asyncio.Future] = {}
         # The latest heartbeat figures this process heard, newer than the database's.
         # (monotonic time, cpu, free memory, free disk) per node.
         self.resources: dict[str, tuple[float, float, int | None, int | None]] = {}
@@ -160,11 +164,7 @@ class HubScheduler:
 
     async def _resync(self) -> None:
         read_at = self.writer.seq
-        self._reading += 1
-        try:
-            infos, bound, waiting = await self.writer.run(read_fleet)
-        finally:
-            self._reading -= 1
+        infos, bound, waiting = await self.writer.run(read_fleet)
         in_flight = Counter(node for node, seq in self._binding.values() if seq > read_at)
         known, agents = set(), set()
         for info in infos:
@@ -219,7 +219,7 @@ class HubScheduler:
     async def routed(self, session_id: str) -> None:
         """Wait for the attempt's routing if it is in flight; NotRouted if it was refused."""
         pending = self.routing.pop(session_id, None)
-        if pending is not None and not await pending[0]:
+        if pending is not None and not await pending:
             raise NotRouted(session_id)
 
     # -- the Scheduler protocol ------------------------------------------------------------
@@ -234,7 +234,6 @@ class HubScheduler:
             # In the index at once: the next decision for a team mate must see this one,
             # bound or not yet (affinity reads the index).
             self.index.add(node, sid, request.team_id)
-            routing = self.routing.get(sid)
             try:
                 outcome = await self.writer.run(
                     task_bind,
@@ -244,7 +243,7 @@ class HubScheduler:
                     reason=placement.reason,
                     score=placement.score,
                     record=placement.record.to_dict() if placement.record else None,
-                    owner=routing[1] if routing is not None else "",
+                    owner=self.owner if sid in self.routing else "",
                 )
             except BaseException:
                 self.cluster.release(sid)
@@ -283,7 +282,8 @@ class HubScheduler:
         except SchedulingError:
             # Fresh, no node change announced since and none being read: the failure is real.
             fresh = time.monotonic() - self._synced_at <= FRESH_FOR
-            if fresh and not self._wanted.is_set() and not self._reading:
+            reading = self._read is not None and not self._read.done()
+            if fresh and not self._wanted.is_set() and not reading:
                 raise
         await self.resync()
         return decide(request)

@@ -170,8 +170,10 @@ class WaitQueue:
                 heads = [spec for spec, _ in page if spec.session_id not in seen]
                 seen.update(spec.session_id for spec in heads)
             floor = heads[-1].priority if more and heads else None
-            now = [spec for spec in local if floor is None or spec.priority >= floor]
-            local = [spec for spec in local if spec not in now]
+            now, later = [], []
+            for spec in local:
+                (now if floor is None or spec.priority >= floor else later).append(spec)
+            local = later
             candidates = [(spec, True) for spec in now] + [(spec, False) for spec in heads]
             candidates.sort(key=lambda item: -item[0].priority)  # stable: keeps the orders
             for spec, is_local in candidates:

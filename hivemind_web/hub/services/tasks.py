@@ -114,8 +114,7 @@ def task_bind(
     the route, when it changed since the attempt was routed; ``owner``: bind only if this
     hub process routed the attempt (its routing may be in the same batch, just before)."""
     call = {"session_id": session_id, "attempt": attempt, "node_name": node_name}
-    call.update(reason=reason, score=score, record=record, route_reason=route_reason)
-    call.update(owner=owner)
+    call.update(reason=reason, score=score, record=record, route_reason=route_reason, owner=owner)
     return batched.bind_many([call])[0]
 
 
