@@ -310,7 +310,7 @@ class Hivemind:
 
     def prepare(self) -> Credentials:
         if self.db_name:
-            _pg_admin(f'CREATE DATABASE "{self.db_name}"')
+            pg_admin(f'CREATE DATABASE "{self.db_name}"')
         self.manage("migrate", "--verbosity", "0")
         out = self.tmp / "setup.json"
         snippet = SETUP_SNIPPET.format(
@@ -370,7 +370,7 @@ class Hivemind:
             self.procs.stop_all()
         finally:
             if self.db_name:
-                _pg_admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+                pg_admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
             if self.redis_prefix:
                 _redis_forget(self.cfg.redis_db, self.redis_prefix)
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -400,7 +400,8 @@ def _healthy(url: str) -> bool:
         conn.close()
 
 
-def _pg_admin(sql: str) -> None:
+def pg_admin(sql: str) -> None:
+    """Run ``sql`` on the PostgreSQL server as its admin (create or drop a database)."""
     import psycopg
 
     try:

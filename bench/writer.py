@@ -31,17 +31,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from e2e_support import pg_admin  # noqa: E402 - beside this file, after the path set-up
+
 STAGES = ("store", "routed", "bind", "running", "progress", "finish")
-
-
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _pg_admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql)
 
 
 def _setup(data_dir: str, pg_name: str) -> None:
@@ -49,7 +41,7 @@ def _setup(data_dir: str, pg_name: str) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hivemind_web.settings")
     os.environ.pop("DATABASE_URL", None)
     if pg_name:
-        _pg_admin(f'CREATE DATABASE "{pg_name}"')
+        pg_admin(f'CREATE DATABASE "{pg_name}"')
         os.environ["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{pg_name}"
     import django
 
@@ -183,7 +175,7 @@ def main() -> None:
             connection.close()
     finally:
         if pg_name:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+            pg_admin(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
     total = sum(cpu.values())
     database = "PostgreSQL" if args.pg else "SQLite"
     print(f"{args.tasks} tasks on {database}, {args.batch} calls of each stage per batch")
