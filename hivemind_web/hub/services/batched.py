@@ -150,11 +150,16 @@ def mark_routed_many(calls: Calls) -> list[bool]:
         results.append(ok)
     _save(changed, ["route", "route_reason", "owner"])
     # Re-claimed attempts (a hub restart released them) already have a record: refresh it.
-    statements.insert(
+    statements.insert_values(
+        TaskAttempt,
         [
-            TaskAttempt(
-                task_id=t.pk, number=t.attempts, route=t.route, reason=t.route_reason, owner=t.owner
-            )
+            {
+                "task_id": t.pk,
+                "number": t.attempts,
+                "route": t.route,
+                "reason": t.route_reason,
+                "owner": t.owner,
+            }
             for t in changed
         ],
         conflict=("task", "number"),

@@ -32,8 +32,12 @@ def task_events(items: list[tuple[Task, str, Any, dict[str, Any]]]) -> None:
     """Append several events (task, kind, actor, data) in one insert; broadcast each task."""
     if not items:
         return
-    statements.insert(
-        [TaskEvent(task_id=t.pk, kind=kind, actor=actor_name(a), data=d) for t, kind, a, d in items]
+    statements.insert_values(
+        TaskEvent,
+        [
+            {"task_id": t.pk, "kind": kind, "actor": actor_name(a), "data": d}
+            for t, kind, a, d in items
+        ],
     )
     for task in {id(item[0]): item[0] for item in items}.values():
         publish_task(task)
