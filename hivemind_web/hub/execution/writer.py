@@ -24,8 +24,8 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.db import DatabaseError, close_old_connections, connection, transaction
@@ -68,20 +68,28 @@ class _Call:
 
 
 class GroupWriter:
-    """Database calls from the hub loop, in order, group-committed on one connection."""
+    """Database calls from the hub loop, in order, group-committed on one connection.
+
+    The writer's thread serves its queue itself: once a batch is committed it hands the
+    results to the loop (one callback) and takes the next batch at once, so the database
+    never waits for a busy loop to notice a batch ended. The thread is woken at the end of
+    the loop step that queued a call, so what one step queues lands in one batch.
+    """
 
     def __init__(
         self, name: str = "hivemind-db", batched: Mapping[Callable, Any] | None = None
     ) -> None:
         # Calls whose function has a many-at-once form here are applied together.
         self.batched = dict(batched or {})
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._queue: list[_Call] = []
-        self._wake: asyncio.Event | None = None
-        self._worker: asyncio.Task[None] | None = None
+        self.name = name
+        self._queue: deque[_Call] = deque()
+        self._ready = threading.Condition()  # guards the queue and ``_closing``
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._wake_on: asyncio.AbstractEventLoop | None = None  # a wake-up is scheduled there
         self._seq = 0
-        # Loop callbacks announced from inside a batch (after its commit): run by the drain
-        # once the batch is back on the loop, instead of one loop wake-up each.
+        # Loop callbacks announced from inside a batch (after its commit): run on the loop
+        # with the batch's results, instead of one loop wake-up each.
         self._deferred: list[Callable[[], Any]] = []
         self._ident: int | None = None
         # Figures for the benchmark and the metrics: transactions and calls applied.
@@ -92,13 +100,6 @@ class GroupWriter:
     def seq(self) -> int:
         """The sequence number the next queued call will get."""
         return self._seq + 1
-
-    def _ensure(self) -> asyncio.Event:
-        if self._worker is None or self._worker.done() or self._wake is None:
-            self._wake = asyncio.Event()
-            self._worker = asyncio.get_running_loop().create_task(self._drain(self._wake))
-            self._thread.submit(self._mark_thread)
-        return self._wake
 
     def enqueue(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future:
         """Queue ``fn(*args, **kwargs)``; the future resolves with its result after the
@@ -113,11 +114,30 @@ class GroupWriter:
     def _put(
         self, fn: Callable[..., Any], args: tuple, kwargs: dict, *, first: bool
     ) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        self._seq += 1
-        self._queue.insert(0 if first else len(self._queue), _Call(fn, args, kwargs, future))
-        self._ensure().set()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if self._closing:
+            future.set_exception(RuntimeError("the hub's database writer is closed"))
+            return future
+        call = _Call(fn, args, kwargs, future)
+        with self._ready:
+            self._seq += 1
+            if first:
+                self._queue.appendleft(call)
+            else:
+                self._queue.append(call)
+        if self._wake_on is not loop:  # (a wake-up on a loop that since ended never comes)
+            self._wake_on = loop
+            loop.call_soon(self._wake)
         return future
+
+    def _wake(self) -> None:
+        self._wake_on = None
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
+            self._thread.start()
+        with self._ready:
+            self._ready.notify()
 
     def defer(self, fn: Callable[[], Any]) -> bool:
         """From the writer's own thread: run ``fn`` on the loop right after this batch.
@@ -127,49 +147,81 @@ class GroupWriter:
         self._deferred.append(fn)
         return True
 
-    def _mark_thread(self) -> None:
-        self._ident = threading.get_ident()
-
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await self.enqueue(fn, *args, **kwargs)
 
-    async def _drain(self, wake: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await wake.wait()
-            wake.clear()
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+    def _serve(self) -> None:
+        self._ident = threading.get_ident()
+        try:
+            while True:
+                with self._ready:
+                    while not self._queue and not self._closing:
+                        self._ready.wait()
+                    if not self._queue:
+                        return  # closing, and nothing left to write
+                    take = min(len(self._queue), MAX_BATCH)
+                    batch = [self._queue.popleft() for _ in range(take)]
                 try:
-                    outcomes = await loop.run_in_executor(self._thread, _apply, batch, self.batched)
-                except BaseException as exc:  # the loop is shutting down, or a bug
-                    for call in batch:
-                        if not call.future.done():
-                            call.future.set_exception(
-                                exc if isinstance(exc, Exception) else RuntimeError(str(exc))
-                            )
-                    raise
-                self.batches += 1
-                self.calls += len(batch)
+                    outcomes = _apply(batch, self.batched)
+                except BaseException as exc:  # a bug: fail the batch, keep serving
+                    log.exception("hub write batch of %d crashed", len(batch))
+                    error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+                    outcomes = [(False, error)] * len(batch)
                 deferred, self._deferred = self._deferred, []
-                for fn in deferred:
-                    try:
-                        fn()
-                    except Exception:
-                        log.exception("after-commit callback failed")
-                for call, (ok, value) in zip(batch, outcomes, strict=True):
-                    if call.future.done():
-                        continue
-                    if ok:
-                        call.future.set_result(value)
-                    else:
-                        call.future.set_exception(value)
+                _hand_back(batch, outcomes, deferred, self)
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()
 
     def close(self) -> None:
-        """Close the thread's connection and stop the thread (tests, shutdown)."""
-        with contextlib.suppress(Exception):  # already gone
-            self._thread.submit(connection.close).result(timeout=5)
-        self._thread.shutdown(wait=False)
+        """Write what is queued, close the thread's connection and stop the thread (tests,
+        shutdown)."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+
+def _hand_back(
+    batch: list[_Call],
+    outcomes: list[tuple[bool, Any]],
+    deferred: list[Callable[[], Any]],
+    writer: GroupWriter,
+) -> None:
+    """Resolve the batch's futures on their loop (after its after-commit callbacks)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Call, tuple[bool, Any]]]] = {}
+    for call, outcome in zip(batch, outcomes, strict=True):
+        by_loop.setdefault(call.future.get_loop(), []).append((call, outcome))
+    first = True
+    for loop, results in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(_resolve, results, deferred, writer, first)
+        deferred, first = [], False  # run and counted once, on the first loop
+
+
+def _resolve(
+    results: list[tuple[_Call, tuple[bool, Any]]],
+    deferred: list[Callable[[], Any]],
+    writer: GroupWriter,
+    count: bool,
+) -> None:
+    if count:
+        writer.batches += 1
+    writer.calls += len(results)
+    for fn in deferred:
+        try:
+            fn()
+        except Exception:
+            log.exception("after-commit callback failed")
+    for call, (ok, value) in results:
+        if call.future.done():
+            continue
+        if ok:
+            call.future.set_result(value)
+        else:
+            call.future.set_exception(value)
 
 
 def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bool, Any]]:
