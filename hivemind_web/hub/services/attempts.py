@@ -5,21 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from django.db.models import Q
 from django.utils import timezone
 
 from hivemind_web.hub.models import TaskAttempt
 from hivemind_web.hub.services import statements
 
 Pair = tuple[int, int]  # (task pk, attempt number)
-
-
-def _matching(pairs: Iterable[Pair]) -> Q | None:
-    match = None
-    for task_pk, number in pairs:
-        one = Q(task_id=task_pk, number=number)
-        match = one if match is None else match | one
-    return match
 
 
 def attempts_update(pairs: Iterable[Pair], **fields: Any) -> None:
@@ -32,11 +23,6 @@ def attempts_set(names: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """Different values of ``names`` on several attempt records: each row is the values,
     then the task pk and the attempt number."""
     statements.update(TaskAttempt, ("task", "number"), names, rows)
-
-
-def attempt_records(pairs: Iterable[Pair]) -> list[TaskAttempt]:
-    match = _matching(pairs)
-    return list(TaskAttempt.objects.filter(match)) if match is not None else []
 
 
 def attempt_update(task_pk: int, number: int, **fields: Any) -> None:

@@ -19,7 +19,7 @@ from django.utils import timezone
 from hivemind_web.hub.intents import AttemptSpec
 from hivemind_web.hub.models import Task, Team
 from hivemind_web.hub.services import batched, events, statements
-from hivemind_web.hub.services.attempts import attempt_records
+from hivemind_web.hub.services.attempts import attempts_set
 from hivemind_web.hub.services.rows import set_fields
 from hivemind_web.hub.services.transitions import PENDING, clean_text
 
@@ -77,11 +77,10 @@ def park_many(calls: list[dict[str, Any]]) -> list[str]:
         results.append(PARKED)
     if parked:
         set_fields(parked, ["wait_until", "waiting_reason", "owner", "updated_at"])
-        records = attempt_records(placements)
-        for record in records:
-            record.status, record.placement = "waiting", placements[(record.task_id, record.number)]
-        if records:
-            set_fields(records, ["status", "placement"])
+        attempts_set(
+            ("status", "placement"),
+            [("waiting", record, pk, number) for (pk, number), record in placements.items()],
+        )
     events.task_events(first)
     for task in again:
         events.publish_task(task)
