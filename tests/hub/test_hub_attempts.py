@@ -3,8 +3,11 @@ transition services, and the API lists them at /api/v1/tasks/{id}/attempts/."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import Group, User
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from hivemind_web.hub.models import TaskAttempt
@@ -58,6 +61,34 @@ def test_a_remote_attempt_records_its_node_placement_times_and_outcome(bob: APIC
     assert attempt["placement"] == {"node": "n1", "score": 87.5, "reason": "least loaded"}
     assert attempt["started_at"] and attempt["finished_at"]
     assert bob.get(f"/api/v1/tasks/{sid}/").json()["attempts"] == 1
+
+
+def test_start_and_end_are_when_the_hub_heard_them_not_when_the_writes_landed() -> None:
+    ready_node("n1")
+    task = submission.task_submit(
+        actor=None, agent_id="echo", strategy="golem", timeout=30, start=False
+    )
+    sid = str(task.session_id)
+    heard_start = timezone.now() - timedelta(seconds=2)
+    heard_end = heard_start + timedelta(seconds=1)
+    assert task_services.task_mark_routed(
+        session_id=sid, attempt=1, route="golem", reason="requested golem", owner="hub-a"
+    )
+    assert task_services.task_bind(session_id=sid, attempt=1, node_name="n1", reason="r")
+    assert task_services.task_mark_running(
+        session_id=sid, attempt=1, node_name="n1", at=heard_start
+    )
+    task.refresh_from_db()
+    assert task.started_at == heard_start
+    assert task.timeout_at == heard_start + timedelta(seconds=30)  # the clock runs from then
+    task_services.task_finish(
+        session_id=sid, attempt=1, status="succeeded", node_name="n1", at=heard_end
+    )
+    task.refresh_from_db()
+    attempt = TaskAttempt.objects.get(task=task, number=1)
+    assert task.finished_at == attempt.finished_at == heard_end
+    assert attempt.started_at == heard_start
+    assert task.updated_at > heard_end  # the write itself is later
 
 
 def test_a_retry_is_a_second_attempt_on_another_node() -> None:

@@ -282,6 +282,7 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
             attempt=attempt,
             node_name=self.node_name,
             epoch=self.epoch,
+            at=timezone.now(),
         )
         self.runtime.spawn(self._after_accepted(written, session_id, attempt))
 
@@ -355,6 +356,7 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
                 node_name=self.node_name,
                 epoch=self.epoch,
                 usage=usage or {},
+                at=timezone.now(),
             )
             self.assigned.discard(session_id)
         self.runtime.spawn(self._ack(written, session_id, attempt))

@@ -20,6 +20,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.utils import timezone
 
 from executor_core import (
     AgentRegistry,
@@ -76,6 +77,7 @@ class HubObserver(NullObserver):
                 session_id=request.session_id,
                 attempt=request.attempt,
                 owner=INSTANCE,
+                at=timezone.now(),
             )
 
     def on_progress(self, session_id: str, pct: float, message: str) -> None:
@@ -509,6 +511,7 @@ class Runtime:
             output=output,
             error=error,
             usage=dict(usage or {}),
+            at=timezone.now(),
         )
 
     async def stop(self, session_id: str, node: str | None) -> None:

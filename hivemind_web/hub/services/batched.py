@@ -23,7 +23,7 @@ from django.utils import timezone
 from hivemind_web.hub import intents
 from hivemind_web.hub.models import Node, Task, TaskAttempt, Team
 from hivemind_web.hub.services import events, statements
-from hivemind_web.hub.services.attempts import attempts_set, attempts_update
+from hivemind_web.hub.services.attempts import attempts_set
 from hivemind_web.hub.services.node_state import lock_node_rows, read_nodes, release_slots
 from hivemind_web.hub.services.orchestrator import task_handle_failure
 from hivemind_web.hub.services.rows import set_fields
@@ -116,14 +116,16 @@ def mark_running_many(calls: Calls) -> list[bool]:
                 and _from_current_connection(task, call)
             )
         if ok:
-            task.status, task.started_at, task.updated_at = RUNNING, now, now
+            task.status, task.started_at, task.updated_at = RUNNING, call.get("at") or now, now
             if task.timeout:
-                task.timeout_at = now + timedelta(seconds=task.timeout)
+                task.timeout_at = task.started_at + timedelta(seconds=task.timeout)
             changed.append(task)
             started.append((task, "started", None, {"node": node_name, "attempt": task.attempts}))
         results.append(bool(ok))
     _save(changed, ["status", "started_at", "owner", "route", "timeout_at"])
-    attempts_update([(t.pk, t.attempts) for t in changed], status="running", started_at=now)
+    attempts_set(
+        ("status", "started_at"), [("running", t.started_at, t.pk, t.attempts) for t in changed]
+    )
     events.task_events(started)
     return results
 
@@ -263,7 +265,7 @@ def finish_many(calls: Calls) -> list[Task | None]:
             results[i] = task_handle_failure(task=task, error=error, actor=actor)
             continue
         node_id = task.node_id
-        task.status, task.finished_at, task.updated_at = status, now, now
+        task.status, task.finished_at, task.updated_at = status, call.get("at") or now, now
         task.output = _bounded_output(call.get("output", ""))
         if status == SUCCEEDED:
             task.progress = 100.0
@@ -280,7 +282,10 @@ def finish_many(calls: Calls) -> list[Task | None]:
     _save(changed, ["status", "finished_at", "output", "progress", "error"])
     attempts_set(
         ("status", "finished_at", "error"),
-        [(t.status, now, errors.get((t.pk, t.attempts), ""), t.pk, t.attempts) for t in changed],
+        [
+            (t.status, t.finished_at, errors.get((t.pk, t.attempts), ""), t.pk, t.attempts)
+            for t in changed
+        ],
     )
     attempts_set(("usage",), [(usage, *pair) for pair, usage in usages])
     release_slots(freed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -144,11 +145,13 @@ def task_mark_running(
     node_name: str | None = None,
     owner: str = "",
     epoch: int | None = None,
+    at: datetime | None = None,
 ) -> bool:
     """pending → running (local) or scheduled → running on ``node_name`` (it accepted;
-    ``epoch``: on the connection holding the node's identity)."""
+    ``epoch``: on the connection holding the node's identity). ``at``: when the hub heard
+    it started (the write lands a little later), else now."""
     call = {"session_id": session_id, "attempt": attempt, "node_name": node_name, "epoch": epoch}
-    return batched.mark_running_many([{**call, "owner": owner}])[0]
+    return batched.mark_running_many([{**call, "owner": owner, "at": at}])[0]
 
 
 def task_record_progress(updates: Mapping[str, dict[str, Any]]) -> list[Task]:
@@ -208,12 +211,14 @@ def task_finish(
     actor: Any = None,
     epoch: int | None = None,
     usage: Mapping[str, Any] | None = None,
+    at: datetime | None = None,
 ) -> Task | None:
     """Record an attempt's end (and what it consumed, on the attempt). A failure goes to the
     team orchestrator, which may retry. ``epoch``: a node's report, from the connection
-    holding its identity."""
+    holding its identity. ``at``: when the hub heard of the end, else now."""
     call = {"session_id": session_id, "attempt": attempt, "status": status, "output": output}
     call.update(error=error, node_name=node_name, actor=actor, epoch=epoch, usage=usage or {})
+    call["at"] = at
     return batched.finish_many([call])[0]
 
 
