@@ -646,9 +646,10 @@ def _walk(
     visited nodes rejected by reason).
 
     The filters run over chunks sized by the share of nodes expected feasible (``share`` at
-    first, the last decision's; then what this walk found). A chunk holding more than needed
-    is cut after the last one needed and the counts of its tail taken back, so the visited
-    nodes and their counts are exactly those of a node-by-node walk, whatever the sizes.
+    first, the last decision's; then what this walk found). A chunk holding enough is cut
+    after the last one needed and the counts of its tail (every node past it, feasible or
+    not) taken back, so the visited nodes and their counts are exactly those of a
+    node-by-node walk, whatever the sizes.
     """
     n = len(nodes)
     feasible: list[_Node] = []
@@ -669,8 +670,10 @@ def _walk(
         end = pos + size
         chunk = nodes[pos:end] if end <= n else nodes[pos:] + nodes[: end - n]
         kept = narrow_all(narrows, chunk, rejected)
-        if len(kept) > need:
-            # list.index compares by identity first, and _Node has no __eq__.
+        if len(kept) >= need and kept[need - 1] is not chunk[-1]:
+            # Enough, with nodes after the last one needed (feasible or not): a node-by-node
+            # walk would not have reached them. list.index compares by identity first, and
+            # _Node has no __eq__.
             cut = chunk.index(kept[need - 1]) + 1
             tail: Rejected = {}
             narrow_all(narrows, chunk[cut:], tail)
