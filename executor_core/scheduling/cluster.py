@@ -20,7 +20,8 @@ The decision itself is the profile's plugins (``framework.py``): the walk hands 
 candidates to the filters in chunks, the score plugins rate the feasible ones, and the best
 wins (ties: fewest running, then name). Every decision, placed or not, carries a
 PlacementRecord: nodes evaluated, feasible, rejected by reason, the best few candidates with
-each plugin's share of their score. The index paths follow the profile: a profile without
+each plugin's share of their score (a placement's candidates are ranked when its record is
+first read, from what the decision saw). The index paths follow the profile: a profile without
 NodeSelector (NodeName, TeamAffinity) does not narrow the candidates by it either.
 """
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from executor_core.scheduling.framework import (
@@ -646,9 +647,10 @@ def _walk(
     visited nodes rejected by reason).
 
     The filters run over chunks sized by the share of nodes expected feasible (``share`` at
-    first, the last decision's; then what this walk found). A chunk holding more than needed
-    is cut after the last one needed and the counts of its tail taken back, so the visited
-    nodes and their counts are exactly those of a node-by-node walk, whatever the sizes.
+    first, the last decision's; then what this walk found). A chunk holding enough is cut
+    after the last one needed and the counts of its tail (every node past it, feasible or
+    not) taken back, so the visited nodes and their counts are exactly those of a
+    node-by-node walk, whatever the sizes.
     """
     n = len(nodes)
     feasible: list[_Node] = []
@@ -669,8 +671,10 @@ def _walk(
         end = pos + size
         chunk = nodes[pos:end] if end <= n else nodes[pos:] + nodes[: end - n]
         kept = narrow_all(narrows, chunk, rejected)
-        if len(kept) > need:
-            # list.index compares by identity first, and _Node has no __eq__.
+        if len(kept) >= need and kept[need - 1] is not chunk[-1]:
+            # Enough, with nodes after the last one needed (feasible or not): a node-by-node
+            # walk would not have reached them. list.index compares by identity first, and
+            # _Node has no __eq__.
             cut = chunk.index(kept[need - 1]) + 1
             tail: Rejected = {}
             narrow_all(narrows, chunk[cut:], tail)
@@ -719,11 +723,17 @@ def _choose(
     visited: int,
     rejected: Rejected,
 ) -> tuple[Placement, _Node]:
-    """Score the feasible nodes, take the best, and record the decision."""
+    """Score the feasible nodes, take the best, and record the decision (its candidates are
+    ranked when the record is read)."""
     feasible = _name_order(feasible)
     totals, each = rate_all(rates, feasible)
-    order = _best_first(totals, feasible)
-    best = feasible[order[0]]
+    top = max(totals)
+    i = totals.index(top)
+    if totals.count(top) > 1:
+        # Ties: fewest running, then name (min keeps the first, and feasible is by name).
+        tied = [k for k in range(i, len(totals)) if totals[k] == top]
+        i = min(tied, key=lambda k: feasible[k].running)
+    best = feasible[i]
     why = (
         f"{policy}: best of {len(feasible)} feasible nodes ({visited} checked), "
         f"{best.running}/{best.capacity} running"
@@ -731,22 +741,39 @@ def _choose(
     on_node = team.get(best.name, 0)
     if on_node:
         why += f", {on_node} of team {request.team_id} there"
-    weighted = [
-        (name, share, scores) for (name, share, _rate), scores in zip(rates, each, strict=True)
-    ]
-    candidates = []
-    for i in order:
-        parts = {name: share * scores[i] for name, share, scores in weighted}
-        candidates.append(NodeScore(feasible[i].name, totals[i], parts))
-    record = PlacementRecord(
+    record = PlacementRecord.ranked_when_read(
         evaluated=visited,
         feasible=len(feasible),
         rejected=rejected,
-        candidates=tuple(candidates),
         chosen=best.name,
         summary=why,
+        rank=_ranking(rates, feasible, totals, each),
     )
-    return Placement(node=best.name, score=totals[order[0]], reason=why, record=record), best
+    return Placement(node=best.name, score=top, reason=why, record=record), best
+
+
+def _ranking(
+    rates: Rates, feasible: list[_Node], totals: list[float], each: list[list[float]]
+) -> Callable[[], tuple[NodeScore, ...]]:
+    """The record's best candidates, each plugin's weighted share of their score, worked out
+    later from what the decision saw: the scores, and the running counts (they break ties,
+    and the next placement changes them)."""
+    running = [node.running for node in feasible]
+
+    def rank() -> tuple[NodeScore, ...]:
+        weighted = [
+            (name, share, scores) for (name, share, _rate), scores in zip(rates, each, strict=True)
+        ]
+        return tuple(
+            NodeScore(
+                feasible[i].name,
+                totals[i],
+                {name: share * scores[i] for name, share, scores in weighted},
+            )
+            for i in _best_first(totals, running)
+        )
+
+    return rank
 
 
 def _name_order(nodes: list[_Node]) -> list[_Node]:
@@ -761,9 +788,9 @@ def _name_order(nodes: list[_Node]) -> list[_Node]:
     return nodes[wrap:] + nodes[:wrap] if wrap < len(nodes) else nodes
 
 
-def _best_first(totals: list[float], nodes: Sequence[_Node]) -> list[int]:
+def _best_first(totals: list[float], running: list[int]) -> list[int]:
     """Indices of the best RECORD_CANDIDATES nodes, best first: highest total, then fewest
-    running, then name. ``nodes`` are in name order and every sort is stable with a C-level
+    running, then name. The nodes are in name order and every sort is stable with a C-level
     key, so ties keep name order; only the head of the order is tie-broken on running."""
     n = len(totals)
     if n == 1:
@@ -777,7 +804,6 @@ def _best_first(totals: list[float], nodes: Sequence[_Node]) -> list[int]:
     head = order[:end]
     if len(set(map(totals.__getitem__, head))) == len(head):
         return head[:keep]  # no two equal totals: running cannot matter
-    running = [node.running for node in nodes]
     head.sort(key=running.__getitem__)
     head.sort(key=totals.__getitem__, reverse=True)
     return head[:keep]

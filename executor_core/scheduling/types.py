@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, NamedTuple, Protocol
 
 from executor_core.types import ExecutorError, NodeAffinityPolicy
 
@@ -146,6 +146,51 @@ class PlacementRecord:
     candidates: tuple[NodeScore, ...]
     chosen: str | None
     summary: str
+
+    @classmethod
+    def ranked_when_read(
+        cls,
+        *,
+        evaluated: int,
+        feasible: int,
+        rejected: Mapping[str, int],
+        chosen: str | None,
+        summary: str,
+        rank: Callable[[], tuple[NodeScore, ...]],
+    ) -> PlacementRecord:
+        """A record whose candidates ``rank()`` gives the first time they are read.
+
+        Ranking the candidates and building their scores costs a decision more than all
+        else it records, and a decision that only estimates is never read: the scheduler
+        pays for it only when someone looks. ``rank`` must rely on what the decision saw,
+        never on live state; read, the record is the same as one built with its candidates.
+        """
+        record = object.__new__(cls)
+        # Frozen: the fields go straight into the instance dict, as the dataclass's own
+        # __init__ does through object.__setattr__.
+        record.__dict__.update(
+            evaluated=evaluated,
+            feasible=feasible,
+            rejected=rejected,
+            chosen=chosen,
+            summary=summary,
+            _rank=rank,
+        )
+        return record
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only for an attribute the instance lacks: the candidates of a record
+        # ranked when read, the first time. Two threads may both rank: same result.
+        rank = self.__dict__.get("_rank") if name == "candidates" else None
+        if rank is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        candidates = rank()
+        self.__dict__["candidates"] = candidates
+        return candidates
+
+    def __getstate__(self) -> dict[str, object]:
+        # Copies and pickles carry the candidates themselves, never the ranking closure.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-safe dict, floats rounded to 3 places (what the hub stores and serves)."""

@@ -441,6 +441,21 @@ def test_successive_placements_start_where_the_last_one_stopped():
     assert chosen == ["n000", "n050", "n100", "n150", "n200", "n250"]
 
 
+def test_a_walk_stops_at_the_last_feasible_node_it_needs():
+    # 100 idle nodes of one slot: a decision wants 50 feasible ones. n010 and n020 are full,
+    # so the first 50 nodes leave two to find, and n050, n051 are those two: n052, full too,
+    # is never evaluated, and the next walk starts there.
+    full = {"n010", "n020", "n052"}
+    names = [f"n{i:03d}" for i in range(100)]
+    state = ClusterState(NodeInfo(n, capacity=1, running=int(n in full)) for n in names)
+    first = state.place(req(session="s")).record
+    assert (first.evaluated, first.feasible, first.rejected) == (52, 50, {"at capacity": 2})
+    state.release("s")
+    # From n052: n053-n099 and n000-n002 are the 50 feasible nodes, n052 the one rejected.
+    second = state.place(req(session="s")).record
+    assert (second.evaluated, second.feasible, second.rejected) == (51, 50, {"at capacity": 1})
+
+
 def test_the_same_calls_on_the_same_state_give_the_same_nodes():
     def run() -> list[str]:
         state = ClusterState(

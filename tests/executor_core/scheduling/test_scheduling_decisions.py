@@ -232,6 +232,16 @@ def test_a_record_keeps_the_best_five_best_first_with_ties_by_running_then_name(
     assert record.feasible == 8 and len(record.candidates) == 5
 
 
+def test_a_record_read_after_later_placements_shows_the_decision_as_it_was():
+    state = ClusterState([NodeInfo("a", capacity=2), NodeInfo("b", capacity=2)])
+    first = state.place(req()).record
+    state.place(req())  # b, the least loaded now
+    state.place(req())  # a again
+    # Both were idle when the first one was decided: a tie, broken by name, not by the
+    # running counts the later placements left.
+    assert [(c.node, c.total) for c in first.candidates] == [("a", 100.0), ("b", 100.0)]
+
+
 def test_each_plugin_share_sums_to_the_total():
     state = ClusterState(
         [NodeInfo("a", capacity=4, running=1, labels={"z": "1"}, free_memory_mb=2048)]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
+from dataclasses import replace
 
 import pytest
 
@@ -80,6 +83,26 @@ def test_record_to_dict_is_json_safe_for_a_failure():
 def test_record_to_dict_keeps_at_most_five_candidates():
     many = tuple(NodeScore(f"n{i}", float(i), {}) for i in range(8))
     assert len(record(candidates=many).to_dict()["candidates"]) == 5
+
+
+def test_a_record_ranked_when_read_is_the_record_built_with_its_candidates():
+    eager = record()
+    calls = []
+
+    def rank() -> tuple[NodeScore, ...]:
+        calls.append(1)
+        return eager.candidates
+
+    fields = {k: v for k, v in vars(eager).items() if k != "candidates"}
+    lazy = PlacementRecord.ranked_when_read(**fields, rank=rank)
+    assert not calls  # nothing ranked until read
+    assert lazy == eager and lazy.to_dict() == eager.to_dict()
+    assert lazy.candidates is eager.candidates and len(calls) == 1  # ranked once
+    unread = PlacementRecord.ranked_when_read(**fields, rank=rank)
+    assert pickle.loads(pickle.dumps(unread)) == eager
+    assert copy.copy(unread) == eager and replace(unread, feasible=9).candidates == eager.candidates
+    with pytest.raises(AttributeError):
+        _ = lazy.missing
 
 
 def test_node_score_defaults_to_eligible():
