@@ -147,7 +147,7 @@ class BoardConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
                 except Exception:
                     log.exception("board task page failed")
             self.seq += 1
-            await self.send_json(changes.frame(self.seq, summary, page))
+            await self.send(text_data=frames.encode_frame(changes.frame(self.seq, summary, page)))
 
     async def send_snapshot(self) -> None:
         async with self.send_lock:

@@ -7,25 +7,69 @@ per event. The buffer is plain data: the consumer owns the timing.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from hivemind_web.dashboard.selectors import lean_task
+from hivemind_web.hub.broadcast import BOARD_TICK
+from hivemind_web.hub.broadcast import next_tick as next_tick  # when the clients flush
 
-FRAME_INTERVAL = 0.1
+# Every client of a process flushes on the same ticks, so one summary query serves them all;
+# the hub's outbox publishes just before each (hub.broadcast).
+FRAME_INTERVAL = BOARD_TICK
 # Past this many changed tasks in one interval, a fresh snapshot is cheaper for the client
 # than a frame it has to merge row by row.
 MAX_FRAME_TASKS = 1000
 MAX_FRAME_LOG_LINES = 500
 
 
-def next_tick(now: float, interval: float = FRAME_INTERVAL) -> float:
-    """Seconds until the next multiple of ``interval``.
+class SharedTasks:
+    """The board form of a task event, and its JSON text, made once per process.
 
-    Every client of a process flushes on the same ticks, so one summary query serves them all.
+    Every board client of a process receives the same event objects (the embedded channel
+    layer shares them; see ``hub.layers``) and flushes on the same tick, so the same task
+    goes out in every client's frame: trimmed and encoded once, not once per client (with 50
+    boards the encoding alone was a sixth of the hub loop). Entries are found by identity and
+    hold their object, so an id is never mistaken for another's; the memo is emptied whole
+    past ``limit`` entries.
     """
-    return interval - (now % interval)
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._lean: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._text: dict[int, tuple[dict[str, Any], str]] = {}
+
+    def lean(self, data: dict[str, Any]) -> dict[str, Any]:
+        hit = self._lean.get(id(data))
+        if hit is not None and hit[0] is data:
+            return hit[1]
+        if len(self._lean) >= self.limit:
+            self._lean.clear()
+        lean = lean_task(data)
+        self._lean[id(data)] = (data, lean)
+        return lean
+
+    def text(self, lean: dict[str, Any]) -> str:
+        hit = self._text.get(id(lean))
+        if hit is not None and hit[0] is lean:
+            return hit[1]
+        if len(self._text) >= self.limit:
+            self._text.clear()
+        text = json.dumps(lean)
+        self._text[id(lean)] = (lean, text)
+        return text
+
+
+SHARED = SharedTasks()
+
+
+def encode_frame(frame: dict[str, Any], shared: SharedTasks = SHARED) -> str:
+    """``json.dumps(frame)``, its task list from the shared texts (key order aside)."""
+    rest = json.dumps({k: v for k, v in frame.items() if k != "tasks"})
+    tasks = ", ".join(shared.text(t) for t in frame.get("tasks", ()))
+    return f'{rest[:-1]}, "tasks": [{tasks}]}}'
 
 
 @dataclass
@@ -131,7 +175,7 @@ class FrameBuffer:
             return None
         changes = Changes(
             # Trimmed once per frame, not once per event: a burst repeats the same tasks.
-            tasks=[lean_task(data) for data in self.tasks.values()],
+            tasks=[SHARED.lean(data) for data in self.tasks.values()],
             nodes=list(self.nodes.values()),
             fallback_mode=self.fallback_mode,
             logs=self.logs,

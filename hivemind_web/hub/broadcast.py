@@ -4,8 +4,9 @@ Messages are sent after the transaction commits, so a listener that re-reads the
 always sees the change it was told about. They are not sent one by one: a busy hub makes
 hundreds of changes a second, and every group message costs a delivery per board client
 (DESIGN §9). The outbox keeps the latest state per task and node and sends it as one
-``board.events`` message every PUBLISH_INTERVAL; other messages (log lines for a task page)
-ride along in the same flush.
+``board.events`` message just before each BOARD_TICK, the ticks on which every board client of
+the process sends its frame: an event waits for one tick at most, not for a publish interval
+and then for a tick. Other messages (log lines for a task page) ride along in the same flush.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -21,7 +23,10 @@ from django.db import transaction
 from hivemind_web.hub.execution import loop as hub_loop
 
 BOARD_GROUP = "board"
-PUBLISH_INTERVAL = 0.05
+# Board clients send their frames on multiples of this (monotonic clock, see dashboard.frames).
+BOARD_TICK = 0.1
+# The outbox flushes this long before a tick, so its message is in the clients' buffers by then.
+PUBLISH_LEAD = 0.02
 # Events per group message: a backlog goes out in several moderate messages.
 MAX_EVENTS_PER_MESSAGE = 500
 log = logging.getLogger(__name__)
@@ -37,11 +42,23 @@ def task_group(session_id: str) -> str:
     return f"task.{session_id}"
 
 
+def next_tick(now: float, interval: float = BOARD_TICK) -> float:
+    """Seconds until the next multiple of ``interval``."""
+    return interval - (now % interval)
+
+
+def publish_delay(now: float, tick: float = BOARD_TICK, lead: float = PUBLISH_LEAD) -> float:
+    """Seconds until the outbox should flush: ``lead`` before the next tick it can still make
+    (at least a quarter of a lead from now)."""
+    delay = next_tick(now, tick) - lead
+    return delay if delay >= lead / 4 else delay + tick
+
+
 class Outbox:
     """Changes waiting to be published; thread-safe (writers run on several threads)."""
 
-    def __init__(self, interval: float = PUBLISH_INTERVAL) -> None:
-        self.interval = interval
+    def __init__(self, tick: float = BOARD_TICK, lead: float = PUBLISH_LEAD) -> None:
+        self.tick, self.lead = tick, lead
         self._lock = threading.Lock()
         self._events: dict[tuple[str, str], dict[str, Any]] = {}
         self._messages: list[tuple[str, dict[str, Any]]] = []
@@ -73,7 +90,7 @@ class Outbox:
         return events, messages
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(self.interval)
+        await asyncio.sleep(publish_delay(time.monotonic(), self.tick, self.lead))
         await self.flush()
 
     async def flush(self) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
 
 from hivemind_web.dashboard import frames
 from hivemind_web.dashboard.summary import SummaryCache
+from hivemind_web.hub import broadcast
 
 
 def task(sid: str, status: str, progress: float = 0.0) -> dict:
@@ -90,3 +92,43 @@ async def test_one_summary_read_serves_every_frame_whose_events_came_before_it()
     assert results == [{"n": 1}] * 20 and len(calls) == 1
     # An event after that read needs a new one.
     assert await cache.get(time.monotonic()) == {"n": 2}
+
+
+def test_an_encoded_frame_is_the_frame_as_json() -> None:
+    buffer = frames.FrameBuffer()
+    buffer.add("task", {"session_id": "a", "status": "running", "output": "x" * 10})
+    buffer.add("task", {"session_id": "b", "status": "pending", "message": 'é "quoted"'})
+    buffer.add("node", {"name": "n1", "status": "ready"})
+    frame = buffer.take().frame(3, {"tasks_running": 1})
+    assert json.loads(frames.encode_frame(frame)) == frame
+    empty = frames.FrameBuffer()
+    empty.add("node", {"name": "n1", "status": "ready"})
+    assert json.loads(frames.encode_frame(empty.take().frame(4, None)))["tasks"] == []
+
+
+def test_clients_given_the_same_event_share_its_board_form_and_text() -> None:
+    shared = frames.SharedTasks(limit=3)
+    event = {"session_id": "a", "status": "running", "output": "big"}
+    lean = shared.lean(event)
+    assert shared.lean(event) is lean and "output" not in lean
+    assert shared.text(lean) is shared.text(lean)
+    # An equal but distinct event (another layer's copy) is trimmed on its own.
+    assert shared.lean(dict(event)) is not lean
+    for i in range(3):  # past the limit the memo starts over
+        shared.lean({"session_id": str(i)})
+    assert shared.lean(event) is not lean
+    assert shared.lean(event) == lean
+
+
+@pytest.mark.parametrize(
+    ("now", "delay"),
+    [
+        (10.00, 0.08),  # just after a tick: flush 20 ms before the next one
+        (10.07, 0.01),
+        (10.079, 0.001 + 0.1),  # too close to make it: the tick after
+        (10.085, 0.095),
+    ],
+)
+def test_the_outbox_publishes_just_before_the_boards_next_tick(now: float, delay: float) -> None:
+    assert broadcast.publish_delay(now) == pytest.approx(delay, abs=1e-6)
+    assert broadcast.PUBLISH_LEAD < frames.FRAME_INTERVAL == broadcast.BOARD_TICK
