@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import signals
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 M = TypeVar("M", bound=models.Model)
@@ -130,7 +132,9 @@ def select(
     with db.cursor() as cursor:
         cursor.execute(sql, list(params))
         rows = cursor.fetchall()
-    objs, alias, from_db = [], db.alias, model.from_db
+    objs, alias = [], db.alias
+    plain = _without_init_signals(model)
+    build = functools.partial(_plain_instance, model) if plain else model.from_db
     for row in rows:
         if converters:
             row = list(row)
@@ -139,8 +143,28 @@ def select(
                 for convert in functions:
                     value = convert(value, col, db)
                 row[i] = value
-        objs.append(from_db(alias, attnames, row))
+        objs.append(build(alias, attnames, row))
     return objs
+
+
+@functools.lru_cache(maxsize=64)
+def _without_init_signals(model: type[models.Model]) -> bool:
+    """Nothing listens to this model's pre_init/post_init (asked once all apps are loaded:
+    the first read happens after that)."""
+    return not (signals.pre_init.has_listeners(model) or signals.post_init.has_listeners(model))
+
+
+def _plain_instance(model: type[M], alias: str, attnames: tuple[str, ...], row: Sequence[Any]) -> M:
+    """What ``Model.from_db`` makes of a row of some fields, without running ``__init__``
+    field by field (a task row is forty fields, and reading rows is the writer's biggest
+    cost): the values in the instance's ``__dict__``, the fields left out deferred (they load
+    on first access, as with ``.only()``). Only for models nobody observes being built."""
+    obj = model.__new__(model)
+    obj.__dict__.update(zip(attnames, row, strict=True))
+    state = ModelState()
+    state.adding, state.db = False, alias
+    obj._state = state
+    return obj
 
 
 def where_in(model: type[models.Model], name: str, values: Sequence[Any]) -> tuple[str, list]:
