@@ -19,11 +19,14 @@ from hivemind_web.hub.models import Task, TaskAttempt
 from hivemind_web.hub.services import submission
 from hivemind_web.hub.services import tasks as task_services
 from hivemind_web.hub.services import teams as team_services
+from hivemind_web.hub.services.transitions import BIND_NODE_FULL
 from hivemind_web.hub.services.waiting import (
     NOT_WAITING,
     PARKED,
+    claim_many,
     task_park,
     tasks_claim_waiting,
+    waiting_heads,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -203,6 +206,35 @@ async def test_two_claims_of_one_waiting_task_place_it_once(runtime: Runtime) ->
     assert lost == NOT_WAITING
     assert [(await runtime.write(node_row, n)).running for n in ("n1", "n2")] == [1, 0]
     assert await check(runtime, on_node, sid) == "n1"
+
+
+async def test_fills_claimed_in_one_batch_each_get_their_own_outcomes(runtime: Runtime) -> None:
+    await runtime.write(ready_node, "n1", capacity=1)
+    sids = []
+    for _ in range(3):
+        sid = await runtime.write(submit, start=False)
+        await runtime.write(
+            task_services.task_mark_routed, session_id=sid, attempt=1, route="golem", reason="x"
+        )
+        await runtime.write(task_park, session_id=sid, attempt=1, reason="full", max_wait=30)
+        sids.append(sid)
+
+    def claim(sid: str) -> dict[str, Any]:
+        return {"session_id": sid, "attempt": 1, "node_name": "n1", "reason": "", "score": 0}
+
+    # Two fills (one claims two tasks) gathered: the node has one slot.
+    first, second = await runtime.write(
+        claim_many,
+        [
+            {"claims": [claim(sids[0]), claim(sids[1])], "owner": "h"},
+            {"claims": [claim(sids[2])], "owner": "h"},
+        ],
+    )
+    assert isinstance(first[0], AttemptSpec) and first[0].session_id == sids[0]
+    assert first[1] == second[0] == BIND_NODE_FULL
+    assert (await runtime.write(node_row, "n1")).running == 1
+    waiting = {s.session_id for s, _ in await runtime.write(waiting_heads, limit=10)}
+    assert waiting == {sids[1], sids[2]}  # back in the queue as they were
 
 
 async def test_an_auto_task_queued_locally_goes_to_a_node_that_frees_up(

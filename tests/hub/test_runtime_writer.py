@@ -430,3 +430,31 @@ async def test_a_batch_that_keeps_losing_deadlocks_fails_whole_and_changes_nothi
         with pytest.raises(DatabaseError):
             await future
     assert await writer.run(team_names) == []
+
+
+async def test_a_form_marked_last_goes_after_the_whole_batch_without_cutting_it() -> None:
+    recorder = Recorder()
+
+    def read(*, label: str) -> str:
+        return label
+
+    def read_many(calls: list[dict[str, Any]]) -> list[str]:
+        recorder.applied.append(("last", [c["label"] for c in calls]))
+        return [f"saw {len(recorder.applied) - 1} before" for _ in calls]
+
+    table = {**recorder.table(), read: Batched(read_many, lambda kwargs: [], last=True)}
+    writer = GroupWriter("test-db", batched=table)
+    try:
+        results = await asyncio.gather(
+            writer.enqueue(recorder.step, session_id="a", label="1"),
+            writer.enqueue(read, label="r1"),
+            writer.enqueue(recorder.step, session_id="b", label="1"),
+            writer.enqueue(read, label="r2"),
+        )
+    finally:
+        writer.close()
+    # The steps queued on either side of the reads are still applied together, the reads
+    # after them both, together.
+    assert recorder.applied == [("many", ["a1", "b1"]), ("last", ["r1", "r2"])]
+    assert results[1] == results[3] == "saw 1 before"
+    assert writer.batches == 1

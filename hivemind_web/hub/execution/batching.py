@@ -37,12 +37,23 @@ def _updated_sessions(kwargs: dict[str, Any]) -> list[Any]:
     return list(kwargs["updates"])
 
 
+def _claimed_sessions(kwargs: dict[str, Any]) -> list[Any]:
+    return [claim["session_id"] for claim in kwargs["claims"]]
+
+
+def heads_many(calls: Calls) -> list[Any]:
+    return [waiting.waiting_heads(**call) for call in calls]
+
+
 class Batched(NamedTuple):
     """A call's many-at-once form, and which tasks a call concerns (calls on one task are
-    never gathered together: they must land in order)."""
+    never gathered together: they must land in order). ``last``: applied after everything
+    else in its batch, seeing all of it (the wait queue: its reads and claims want every
+    slot the batch frees, and need no place in the order)."""
 
     many: Callable[[Calls], list[Any]]
     sessions: Callable[[dict[str, Any]], list[Any]] = _session
+    last: bool = False
 
 
 BATCHED: dict[Callable[..., Any], Batched] = {
@@ -52,5 +63,7 @@ BATCHED: dict[Callable[..., Any], Batched] = {
     tasks.task_finish: Batched(batched.finish_many),
     tasks.task_record_progress: Batched(progress_many, _updated_sessions),
     waiting.task_park: Batched(waiting.park_many),
+    waiting.waiting_heads: Batched(heads_many, _no_sessions, last=True),
+    waiting.tasks_claim_waiting: Batched(waiting.claim_many, _claimed_sessions, last=True),
     submission.tasks_store: Batched(submission.tasks_store_many, _no_sessions),
 }

@@ -233,7 +233,9 @@ def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bo
     levels are applied in order, so each task's calls still land in queue order (its
     progress before its end) while calls on different tasks share statements. A call
     without such a form first applies everything gathered, so a read sees every write
-    queued before it.
+    queued before it. A form marked ``last`` (the wait queue's reads and claims) is applied
+    after everything else in the batch instead: it sees every write of the batch, and does
+    not cut the batch in two.
     """
     outcomes: list[tuple[bool, Any]] = [(False, None)] * len(batch)
     levels: list[dict[Callable, list[int]]] = []
@@ -287,12 +289,16 @@ def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bo
 
     def apply_all() -> None:
         with transaction.atomic():
+            last: dict[Callable, list[int]] = {}  # forms that go after everything else
             for i, call in enumerate(batch):
                 form = batched.get(call.fn)
                 keys = form.sessions(call.kwargs) if form is not None and not call.args else None
                 if keys is None:
                     apply_gathered()
                     single(i)
+                    continue
+                if form.last:
+                    last.setdefault(call.fn, []).append(i)
                     continue
                 level = 1 + max((level_of.get(k, -1) for k in keys), default=-1)
                 if level == len(levels):
@@ -301,6 +307,8 @@ def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bo
                 for key in keys:
                     level_of[key] = level
             apply_gathered()
+            for fn, indexes in last.items():
+                apply_group(fn, indexes)
 
     def forget() -> None:
         # Rolled back whole, after-commit hooks included: nothing of it happened.

@@ -125,6 +125,25 @@ def tasks_claim_waiting(*, claims: list[dict[str, Any]], owner: str) -> list[Att
     """Take waiting tasks out of the queue and bind each to the node decided for it
     (``claims``: session_id, attempt, node_name, reason, score, record). One result per
     claim: the attempt's spec when bound, else why not (NOT_WAITING, BIND_NODE_FULL)."""
+    return claim_many([{"claims": claims, "owner": owner}])[0]
+
+
+def claim_many(calls: list[dict[str, Any]]) -> list[list[AttemptSpec | str]]:
+    """``tasks_claim_waiting`` for several fills at once (hub processes fill one at a time,
+    so two calls of one batch never claim the same task): one pass per owner."""
+    results: list[list[AttemptSpec | str]] = [[] for _ in calls]
+    by_owner: dict[str, list[int]] = {}
+    for i, call in enumerate(calls):
+        by_owner.setdefault(call["owner"], []).append(i)
+    for owner, indexes in by_owner.items():
+        outcomes = _claim([c for i in indexes for c in calls[i]["claims"]], owner)
+        for i in indexes:
+            taken = len(calls[i]["claims"])
+            results[i], outcomes = outcomes[:taken], outcomes[taken:]
+    return results
+
+
+def _claim(claims: list[dict[str, Any]], owner: str) -> list[AttemptSpec | str]:
     rows = batched.locked(c["session_id"] for c in claims)
     results: list[AttemptSpec | str] = [NOT_WAITING] * len(claims)
     held: dict[str, tuple[Any, str]] = {}
