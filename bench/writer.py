@@ -4,7 +4,8 @@ The end-to-end benchmark (``bench/e2e.py``) shows the hub's CPU per task; most o
 runtime's writer applying the hot transitions. This replays what the writer is handed for
 ``--tasks`` golem tasks on a fresh SQLite database, with no network and no event loop: each
 batch holds ``--batch`` submissions (one call each, as POSTs arrive) and ``--batch`` calls of
-every later transition of earlier tasks (routed, bound, running, progress, finished), all
+every later transition of earlier tasks (routed, bound, running, finished with its last
+progress report, as the hub writes a short task's end), all
 applied by the writer's own ``_apply``, as a busy hub's drain applies them. It prints the
 CPU milliseconds per task of each transition and in all, so a change to the hot path can be
 measured in seconds, and the statements sent to the database per task (savepoints
@@ -33,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from e2e_support import pg_admin  # noqa: E402 - beside this file, after the path set-up
 
-STAGES = ("store", "routed", "bind", "running", "progress", "finish")
+STAGES = ("store", "routed", "bind", "running", "finish")
 
 
 def _setup(data_dir: str, pg_name: str) -> None:
@@ -67,15 +68,13 @@ def _calls(stage: str, sid: str, node: str, epoch: int) -> tuple[Any, dict[str, 
         return tasks.task_bind, {**common, "node_name": node, "reason": "least loaded"}
     if stage == "running":
         return tasks.task_mark_running, {**common, "node_name": node, "epoch": epoch}
-    if stage == "progress":
-        update = {"pct": 100.0, "message": "", "node": node}
-        return tasks.task_record_progress, {"updates": {sid: update}}
     return tasks.task_finish, {
         **common,
         "status": "succeeded",
         "output": "hi",
         "node_name": node,
         "epoch": epoch,
+        "progress": {"pct": 100.0, "message": "", "node": node},
     }
 
 

@@ -91,6 +91,39 @@ def test_start_and_end_are_when_the_hub_heard_them_not_when_the_writes_landed() 
     assert task.updated_at > heard_end  # the write itself is later
 
 
+def test_an_end_carrying_the_last_progress_report_writes_both() -> None:
+    ready_node("n1")
+    ready_node("n2")
+    done, moved = (
+        submission.task_submit(actor=None, agent_id="echo", strategy="golem", start=False)
+        for _ in range(2)
+    )
+    for task in (done, moved):
+        run_on(str(task.session_id), 1, "n1")
+    report = {"pct": 90.0, "message": "almost", "lines": ["one", "two"], "node": "n1"}
+    task_services.task_finish(
+        session_id=str(done.session_id),
+        attempt=1,
+        status="succeeded",
+        node_name="n1",
+        progress=report,
+    )
+    done.refresh_from_db()
+    assert (done.status, done.message, done.log, done.progress) == (
+        "succeeded",
+        "almost",
+        ["one", "two"],
+        100.0,
+    )
+    # A report from a node the task no longer runs on is dropped; the end still counts.
+    stale = {**report, "node": "n2"}
+    task_services.task_finish(
+        session_id=str(moved.session_id), attempt=1, status="failed", node_name="n1", progress=stale
+    )
+    moved.refresh_from_db()
+    assert moved.status == "failed" and moved.log == [] and moved.message != "almost"
+
+
 def test_a_retry_is_a_second_attempt_on_another_node() -> None:
     ready_node("n1")
     ready_node("n2")

@@ -345,7 +345,6 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
     ) -> None:
         written = None
         if await self._authorised(session_id):
-            self.runtime.flush_progress(session_id)
             written = self.runtime.write(
                 task_services.task_finish,
                 session_id=session_id,
@@ -357,6 +356,7 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
                 epoch=self.epoch,
                 usage=usage or {},
                 at=timezone.now(),
+                progress=self.runtime.progress.take(session_id),
             )
             self.assigned.discard(session_id)
         self.runtime.spawn(self._ack(written, session_id, attempt))

@@ -2,8 +2,8 @@
 
 A chatty agent reports as often as it likes; the hub keeps the latest value per task and
 writes (and broadcasts) at most once per flush interval. ``flush(session)`` writes a task's
-pending figures at once: the runtime calls it before recording a terminal state, so nothing
-final is ever dropped or overtaken.
+pending figures at once; ``take(session)`` hands them to the caller, which writes them with the
+task's terminal state: either way nothing final is ever dropped or overtaken.
 """
 
 from __future__ import annotations
@@ -56,6 +56,11 @@ class ProgressCoalescer:
 
     async def flush(self, session_id: str) -> None:
         await self.flush_nowait(session_id)
+
+    def take(self, session_id: str) -> dict[str, Any] | None:
+        """The task's pending figures, no longer pending: for the caller to write with the
+        task's end (``task_finish(progress=...)``), in the same statements."""
+        return self._pending.pop(session_id, None)
 
     def flush_nowait(self, session_id: str) -> asyncio.Future:
         """Queue the task's pending figures now; what is queued after lands after them."""

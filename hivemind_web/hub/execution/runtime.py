@@ -345,9 +345,6 @@ class Runtime:
     def report_progress(self, session_id: str, **report: Any) -> None:
         self.progress.add(session_id, **report)
 
-    def flush_progress(self, session_id: str) -> None:
-        self.progress.flush_nowait(session_id)
-
     # -- the control channel ----------------------------------------------------------------
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
@@ -502,7 +499,6 @@ class Runtime:
     ) -> None:
         if self.stopped:
             return
-        self.progress.flush_nowait(session_id)
         await self.writer.run(
             task_services.task_finish,
             session_id=session_id,
@@ -512,6 +508,7 @@ class Runtime:
             error=error,
             usage=dict(usage or {}),
             at=timezone.now(),
+            progress=self.progress.take(session_id),
         )
 
     async def stop(self, session_id: str, node: str | None) -> None:

@@ -13,14 +13,14 @@ A failure is decided by the team orchestrator, call by call.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
 from django.db import connection
 from django.utils import timezone
 
-from hivemind_web.hub import intents
+from hivemind_web.hub import broadcast, intents
 from hivemind_web.hub.models import Node, Task, TaskAttempt, Team
 from hivemind_web.hub.services import events, statements
 from hivemind_web.hub.services.attempts import attempts_set
@@ -38,6 +38,7 @@ from hivemind_web.hub.services.transitions import (
     SUCCEEDED,
     _bounded_output,
     clean_text,
+    hub_limits,
 )
 
 Calls = list[dict[str, Any]]
@@ -239,10 +240,51 @@ def bind_many(calls: Calls) -> list[bool | str]:
     return results  # type: ignore[return-value]
 
 
-def finish_many(calls: Calls) -> list[Task | None]:
-    """Ends of attempts; a failure is the team orchestrator's to decide."""
+def apply_progress(rows: Mapping[str, Task], updates: Mapping[str, dict[str, Any]]) -> list[Task]:
+    """Coalesced progress and log lines (``{session_id: {pct, message, lines, node}}``) onto
+    tasks already locked (read with their log where lines came). Only tasks still active on
+    the reporting node change; a log keeps its last MAX_LOG_LINES lines."""
+    changed: list[Task] = []
+    max_lines = hub_limits()["MAX_LOG_LINES"]
+    by_fields: dict[tuple[str, ...], list[Task]] = defaultdict(list)
     now = timezone.now()
-    rows = locked(c["session_id"] for c in calls)
+    for sid, update in updates.items():
+        task = rows.get(sid)
+        if task is None or task.status not in ACTIVE:
+            continue
+        if "node" in update and update["node"] != (task.node.name if task.node_id else None):
+            continue  # a report from where the task no longer runs
+        fields: tuple[str, ...] = ("updated_at",)
+        task.updated_at = now
+        if update.get("pct") is not None:
+            task.progress = max(task.progress, min(100.0, float(update["pct"])))
+            task.message = clean_text(update.get("message") or "")[:1000]
+            fields += ("progress", "message")
+        if update.get("lines"):
+            lines = [clean_text(str(x))[:2000] for x in update["lines"]]
+            task.log = (task.log + lines)[-max_lines:]
+            fields += ("log",)
+            broadcast.send_after_commit(
+                broadcast.task_group(sid),
+                {"type": "task.log", "session_id": sid, "lines": update["lines"]},
+            )
+        by_fields[fields].append(task)
+        events.publish_task(task)
+        changed.append(task)
+    for fields, tasks in by_fields.items():
+        set_fields(tasks, list(fields))
+    return changed
+
+
+def finish_many(calls: Calls) -> list[Task | None]:
+    """Ends of attempts, each after its last progress report when it carries one; a failure
+    is the team orchestrator's to decide."""
+    now = timezone.now()
+    reports = {c["session_id"]: c["progress"] for c in calls if c.get("progress")}
+    lines = any(report.get("lines") for report in reports.values())
+    rows = locked((c["session_id"] for c in calls), log=lines)
+    if reports:
+        apply_progress(rows, reports)
     results: list[Task | None] = [None] * len(calls)
     changed, ended, freed = [], [], Counter()
     errors: dict[tuple[int, int], str] = {}

@@ -8,7 +8,6 @@ a terminal state) changes nothing. Every transition that happens appends a TaskE
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -17,7 +16,6 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from hivemind_web.hub import broadcast
 from hivemind_web.hub.models import Task
 from hivemind_web.hub.services import batched, events
 from hivemind_web.hub.services.attempts import attempt_end, attempt_update
@@ -27,7 +25,6 @@ from hivemind_web.hub.services.errors import (
 )
 from hivemind_web.hub.services.node_state import release_slot
 from hivemind_web.hub.services.retry import retry_deadlocks
-from hivemind_web.hub.services.rows import set_fields
 from hivemind_web.hub.services.transitions import (
     ACTIVE,
     BOUND,
@@ -37,8 +34,6 @@ from hivemind_web.hub.services.transitions import (
     _start_after_commit,
     _stop_after_commit,
     _transition,
-    clean_text,
-    hub_limits,
     lock_tasks,
 )
 
@@ -159,47 +154,12 @@ def task_record_progress(updates: Mapping[str, dict[str, Any]]) -> list[Task]:
 
     Only non-terminal tasks are touched; a task's log keeps its last MAX_LOG_LINES lines.
     """
-    changed: list[Task] = []
-    max_lines = hub_limits()["MAX_LOG_LINES"]
     with_lines = any(update.get("lines") for update in updates.values())
-    by_fields: dict[tuple[str, ...], list[Task]] = defaultdict(list)
-    now = timezone.now()
     # Atomic alone; inside the writer's batch, which is atomic already, no savepoint.
     with transaction.atomic(savepoint=False):
-        for task in batched.locked(updates, log=with_lines).values():
-            update = updates[str(task.session_id)]
-            if task.status not in ACTIVE:
-                continue
-            if "node" in update and update["node"] != (task.node.name if task.node_id else None):
-                continue  # a report from where the task no longer runs
-            fields: tuple[str, ...] = ("updated_at",)
-            task.updated_at = now
-            if update.get("pct") is not None:
-                task.progress = max(task.progress, min(100.0, float(update["pct"])))
-                task.message = clean_text(update.get("message") or "")[:1000]
-                fields += ("progress", "message")
-            if update.get("lines"):
-                lines = [clean_text(str(x))[:2000] for x in update["lines"]]
-                task.log = (task.log + lines)[-max_lines:]
-                fields += ("log",)
-            by_fields[fields].append(task)
-            events.publish_task(task)
-            if update.get("lines"):
-                broadcast.send_after_commit(
-                    broadcast.task_group(str(task.session_id)),
-                    {
-                        "type": "task.log",
-                        "session_id": str(task.session_id),
-                        "lines": update["lines"],
-                    },
-                )
-            changed.append(task)
-        for fields, rows in by_fields.items():
-            set_fields(rows, list(fields))
-    return changed
+        return batched.apply_progress(batched.locked(updates, log=with_lines), updates)
 
 
-@transaction.atomic
 def task_finish(
     *,
     session_id: str,
@@ -212,13 +172,15 @@ def task_finish(
     epoch: int | None = None,
     usage: Mapping[str, Any] | None = None,
     at: datetime | None = None,
+    progress: dict[str, Any] | None = None,
 ) -> Task | None:
     """Record an attempt's end (and what it consumed, on the attempt). A failure goes to the
     team orchestrator, which may retry. ``epoch``: a node's report, from the connection
-    holding its identity. ``at``: when the hub heard of the end, else now."""
+    holding its identity. ``at``: when the hub heard of the end, else now. ``progress``:
+    the attempt's last coalesced report (``task_record_progress``'s form), written first."""
     call = {"session_id": session_id, "attempt": attempt, "status": status, "output": output}
     call.update(error=error, node_name=node_name, actor=actor, epoch=epoch, usage=usage or {})
-    call["at"] = at
+    call.update(at=at, progress=progress)
     return batched.finish_many([call])[0]
 
 
