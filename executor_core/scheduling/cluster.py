@@ -528,13 +528,17 @@ class ClusterState:
                 # The ring holds only what the indexed filters let through: count again over
                 # every node of the posting, so each is counted under its first reason.
                 posting = self._posting(request)
-                nodes = posting.nodes if posting is not None else []
+                everyone = posting.nodes if posting is not None else []
+                # When they let every node through, the walk's filters alone give the same
+                # counts (in the same order) without building the others.
+                narrows = cycle.walk if len(everyone) == len(nodes) else cycle.narrows
+                nodes = everyone
                 rejected = {}
-                narrow_all(cycle.narrows, nodes, rejected)
+                narrow_all(narrows, nodes, rejected)
                 visited = len(nodes)
-            failed = self._failure(request, policy, nodes, ring is None, visited, rejected)
             if key is None:
                 key = self.framework.filter_key(request)
+            failed = self._failure(request, policy, nodes, ring is None, visited, rejected, key)
             if key is not None:
                 if len(self._failures) >= _FAILURE_KEYS:
                     self._failures.clear()
@@ -553,6 +557,7 @@ class ClusterState:
         by_name: bool,
         evaluated: int,
         rejected: Rejected,
+        key: tuple[Hashable, ...] | None,
     ) -> _Failed:
         """Why no node fits: the walk's counts for the visited nodes (every candidate, as none
         was feasible), the index for the others; and whether waiting could help."""
@@ -586,7 +591,7 @@ class ClusterState:
             elif unvisited:
                 _add(counts, selector.reason(node_selector), unvisited)
             summary = summarize(total, counts)
-        return _Failed(summary, counts, evaluated, self._could_ever_fit(request))
+        return _Failed(summary, counts, evaluated, self._could_ever_fit(request, key))
 
     def _posting(self, request: ScheduleRequest) -> _Ring | None:
         """The label index's smallest posting of the selector (all nodes without one), or None
@@ -614,9 +619,12 @@ class ClusterState:
             self._resume.clear()
         self._eligible.clear()
 
-    def _could_ever_fit(self, request: ScheduleRequest) -> bool:
+    def _could_ever_fit(
+        self, request: ScheduleRequest, key: tuple[Hashable, ...] | None = None
+    ) -> bool:
         """True when some node passes every static filter of the request: only transient ones
-        (capacity, readiness, affinity, ...) rule nodes out, so waiting may help."""
+        (capacity, readiness, affinity, ...) rule nodes out, so waiting may help. ``key``: the
+        request's filter key, when known."""
         pinned = request.node if self._pins else ""
         if pinned:
             node = self._nodes.get(pinned)
@@ -624,7 +632,7 @@ class ClusterState:
         else:
             ring = self._posting(request)
             nodes = ring.nodes if ring is not None else []
-        key = self.framework.static_key(request)
+        key = self.framework.static_key(request, key)
         fits = self._fits.get(key) if key is not None else None
         if fits is not None:
             return fits

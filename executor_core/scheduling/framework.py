@@ -271,6 +271,7 @@ class Framework:
         self.names = frozenset(self.profile.filters)
         self._filter_keys = _request_keys(self.filters)
         self._static_keys = _request_keys(self.static)
+        self._static_at = tuple(i for i, f in enumerate(self.filters) if not f.transient)
         # What a cycle calls, looked up once rather than on every decision.
         self._keys = tuple(
             (plugin, plugin.name, plugin.index_key)  # type: ignore[attr-defined]
@@ -346,8 +347,13 @@ class Framework:
         keys = self._filter_keys
         return None if keys is None else tuple([key(request) for key in keys])
 
-    def static_key(self, request: ScheduleRequest) -> tuple[Hashable, ...] | None:
-        """``filter_key`` of the static filters alone: what could-ever-fit depends on."""
+    def static_key(
+        self, request: ScheduleRequest, filter_key: tuple[Hashable, ...] | None = None
+    ) -> tuple[Hashable, ...] | None:
+        """``filter_key`` of the static filters alone: what could-ever-fit depends on (taken
+        from the request's ``filter_key`` when given)."""
+        if filter_key is not None:
+            return tuple([filter_key[i] for i in self._static_at])
         keys = self._static_keys
         return None if keys is None else tuple([key(request) for key in keys])
 
