@@ -15,6 +15,12 @@ prefers two labels and excludes one node; one request in 50 is pinned to a node.
 same process: the same profile's plugins over every node, no index, no sampling. ``ratio`` is
 ClusterState's decisions/s over the scan's.
 
+``--failing`` measures decisions that fail instead: every node is filled to capacity, then
+new members of the teams ask for a node, as a queue of waiting tasks does (the hub's batch
+submission: 2 nodes of capacity 16, many tasks per request). ``repeat`` changes nothing
+between the failures; ``heartbeat`` upserts a node with a new CPU figure before each one (its
+load and static facts unchanged), as heartbeats interleave with a queue.
+
 Run: ``python bench/scheduler.py`` (about a minute and a half) or ``--quick``; ``--profile``
 prints the cProfile of one case instead of the table. Seeded: the fleets and the task
 streams are the same on every run.
@@ -30,7 +36,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from executor_core.scheduling import (
     ClusterState,
@@ -359,6 +365,101 @@ def row(values: Mapping[str, object], header: bool = False) -> str:
     return "  ".join(cells)
 
 
+FAILING_FLEETS = ((2, 16), (100, 8), (1_000, 8))  # (nodes, capacity of each)
+
+
+def run_failing(
+    size: int,
+    capacity: int,
+    policy: NodeAffinityPolicy,
+    heartbeat: bool,
+    quick: bool,
+    every: bool,
+    clock: Callable[[], float],
+) -> dict:
+    rng = random.Random(f"{SEED}-failing-{size}-{policy.value}")
+    fleet = [
+        NodeInfo(
+            name=n.name,
+            labels=n.labels,
+            capacity=capacity,
+            agents=frozenset(),
+            capabilities=frozenset({"browser"}),
+            models=frozenset({"llama3"}),
+            cpu_percent=50.0,
+            free_memory_mb=8_192,
+        )
+        for n in build_fleet(size, rng)
+    ]
+    state = ClusterState(fleet)
+    names = [n.name for n in fleet] if every else None
+    placed = 0
+    while True:  # fill every node: teams of four, as in the steady state
+        team = f"team-{placed // TEAM_SIZE}"
+        task = Task(f"f{placed}", team, rng.choice(AGENT_IDS), {})
+        try:
+            state.place(make_request(task, policy, state.team_nodes(team), every))
+        except SchedulingError:
+            break
+        placed += 1
+    n = 3_000 if quick else 20_000
+    result = Result()
+    deadline = time.perf_counter() + (2.0 if quick else 6.0)
+    for step in range(n):
+        k = step % max(1, placed // TEAM_SIZE)
+        team = f"team-{k}"
+        task = successor(Task("", team, AGENT_IDS[k % 3], {}), 40_000_000 + step, names)
+        # A queue of first attempts for the fleet: not pinned, nothing excluded yet.
+        task.pinned = task.excluded = ""
+        request = make_request(task, policy, state.team_nodes(team), every)
+        if heartbeat:
+            # The node's own report: its running count as it is, a CPU figure it did not
+            # report last time (every figure stays under the requests' ceiling).
+            info = state.node(fleet[step % size].name)
+            assert info is not None
+            state.upsert_node(replace(info, cpu_percent=40.0 + step // size % 10))
+        t0 = clock()
+        try:
+            state.place(request)
+        except SchedulingError:
+            result.failed += 1
+        t1 = clock()
+        result.seconds += t1 - t0
+        result.latencies.append(t1 - t0)
+        result.decisions += 1
+        if step % 64 == 0 and time.perf_counter() > deadline:
+            break
+    assert result.failed == result.decisions, "the fleet was to stay full"
+    return {
+        "nodes": size,
+        "policy": policy.value,
+        "between": "heartbeat" if heartbeat else "repeat",
+        "rate": result.rate,
+        "p50": result.percentile(0.50),
+        "p99": result.percentile(0.99),
+    }
+
+
+def failing(args: argparse.Namespace, policies: list[NodeAffinityPolicy]) -> int:
+    clock = time.thread_time if args.cpu_clock else time.perf_counter
+    head = ("nodes", "policy", "between", "failed/s", "p50 µs", "p99 µs")
+    print("{:>6}  {:<16}  {:<10}  {:>10}  {:>8}  {:>8}".format(*head))
+    for size, capacity in FAILING_FLEETS:
+        if args.sizes != list(SIZES) and size not in args.sizes:
+            continue
+        for heartbeat in (False, True):
+            for policy in policies:
+                r = run_failing(
+                    size, capacity, policy, heartbeat, args.quick, args.all_plugins, clock
+                )
+                print(
+                    f"{r['nodes']:>6}  {r['policy']:<16}  {r['between']:<10}  {r['rate']:>10,.0f}"
+                    f"  {r['p50']:>8.1f}  {r['p99']:>8.1f}",
+                    flush=True,
+                )
+    return 0
+
+
 def profile_case(size: int, policy: NodeAffinityPolicy, every: bool) -> int:
     """The hot spots of ClusterState in one steady-state case, by own time."""
     import cProfile
@@ -398,6 +499,11 @@ def main(argv: list[str] | None = None) -> int:
         "waiting for a core is left out",
     )
     parser.add_argument(
+        "--failing",
+        action="store_true",
+        help="measure failing decisions on full fleets (2, 100 and 1,000 nodes) instead",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="print the cProfile of the first case (first size, no selector) and stop",
@@ -406,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     policies = [NodeAffinityPolicy(p) for p in args.policies]
     if args.profile:
         return profile_case(args.sizes[0], policies[0], args.all_plugins)
+    if args.failing:
+        return failing(args, policies)
     clock = time.thread_time if args.cpu_clock else time.perf_counter
     started = time.perf_counter()
     print(row({}, header=True))

@@ -21,8 +21,13 @@ candidates to the filters in chunks, the score plugins rate the feasible ones, a
 wins (ties: fewest running, then name). Every decision, placed or not, carries a
 PlacementRecord: nodes evaluated, feasible, rejected by reason, the best few candidates with
 each plugin's share of their score (a placement's candidates are ranked when its record is
-first read, from what the decision saw). The index paths follow the profile: a profile without
-NodeSelector (NodeName, TeamAffinity) does not narrow the candidates by it either.
+first read, from what the decision saw). A failure is remembered per filter key (what the
+filters read of the request, ``Framework.filter_key``) until a node or a running count changes:
+a queue of requests for a full fleet is answered without a walk, with the same reason and
+counts. Whether waiting could help is remembered per static key until a node is added,
+removed or changes what the static filters read. The index paths follow the profile: a
+profile without NodeSelector (NodeName, TeamAffinity) does not narrow the candidates by it
+either.
 """
 
 from __future__ import annotations
@@ -211,6 +216,26 @@ _Assumed = tuple[str, float, str, "str | None"]
 Rates = tuple[tuple[str, float, Rate], ...]
 
 
+class _Failed(NamedTuple):
+    """A failed decision, as it is raised again while nothing changes."""
+
+    summary: str
+    rejected: Rejected
+    evaluated: int
+    waitable: bool
+
+    def error(self) -> SchedulingError:
+        record = PlacementRecord(
+            evaluated=self.evaluated,
+            feasible=0,
+            rejected=dict(self.rejected),  # the caller's own: the cache keeps this one
+            candidates=(),
+            chosen=None,
+            summary=self.summary,
+        )
+        return SchedulingError(self.summary, record=record, waitable=self.waitable)
+
+
 class _Decision(NamedTuple):
     node: _Node
     score: float
@@ -260,6 +285,14 @@ class ClusterState:
         # Per key of a forgotten ring: the node its next walk was to start at, so the rebuilt
         # ring goes on from there rather than from the first name.
         self._resume: dict[tuple[Hashable, ...], str] = {}
+        # Per filter key (Framework.filter_key): the failure of the last request of that key,
+        # for as long as no node and no running count changes (a full fleet answers a queue
+        # of requests alike). Any change clears it all.
+        self._failures: dict[tuple[Hashable, ...], _Failed] = {}
+        # Per static key (Framework.static_key): whether some node passes the static filters.
+        # Load does not change that, only what the static filters read of a node: cleared
+        # when a node is added or removed, or its indexed facts or capacity change.
+        self._fits: dict[tuple[Hashable, ...], bool] = {}
         for info in nodes:
             self.upsert_node(info)
 
@@ -278,14 +311,18 @@ class ClusterState:
         _check_node_extras(info)
         with self._lock:
             node = self._nodes.get(name)
+            if node is None or node.info() != info:
+                self._failures.clear()  # a heartbeat repeating itself changes no decision
             if node is None:
                 node = self._nodes[name] = _Node(name)
                 node.update(info)
                 self._all.add(node)
                 self._index_labels(node, node.labels.items())
                 self._forget_eligible()
+                self._fits.clear()
                 return
             facts = node.indexed_facts()
+            capacity = node.capacity
             if node.labels == info.labels:
                 node.update(info)
             else:
@@ -296,6 +333,9 @@ class ClusterState:
                 self._index_labels(node, new - old)
             if node.indexed_facts() != facts:
                 self._forget_eligible()
+                self._fits.clear()
+            elif node.capacity != capacity:
+                self._fits.clear()
 
     def remove_node(self, name: str) -> bool:
         """Forget the node and the sessions assumed on it. False when it was unknown."""
@@ -306,6 +346,8 @@ class ClusterState:
             self._all.discard(name)
             self._unindex_labels(name, node.labels.items())
             self._forget_eligible()
+            self._failures.clear()
+            self._fits.clear()
             # A scan, not a per-node session set: removal is rare, placements are not.
             gone = [sid for sid, assumed in self._assumed.items() if assumed[0] == name]
             for session_id in gone:
@@ -445,6 +487,13 @@ class ClusterState:
                 "affinity_policy", ERR_REQUIRES_TEAM.format(policy=policy.value)
             )
         _check_constraints(request)
+        key = None
+        if self._failures:
+            # Nothing changed since a request failed: one of the same key fails alike.
+            key = self.framework.filter_key(request)
+            failed = self._failures.get(key) if key is not None else None
+            if failed is not None:
+                raise failed.error()
         team = affinity.members(hints.team_nodes) if hints.team_nodes else _EMPTY_TEAM
         cycle = self.framework.cycle(request)
 
@@ -479,11 +528,22 @@ class ClusterState:
                 # The ring holds only what the indexed filters let through: count again over
                 # every node of the posting, so each is counted under its first reason.
                 posting = self._posting(request)
-                nodes = posting.nodes if posting is not None else []
+                everyone = posting.nodes if posting is not None else []
+                # When they let every node through, the walk's filters alone give the same
+                # counts (in the same order) without building the others.
+                narrows = cycle.walk if len(everyone) == len(nodes) else cycle.narrows
+                nodes = everyone
                 rejected = {}
-                narrow_all(cycle.narrows, nodes, rejected)
+                narrow_all(narrows, nodes, rejected)
                 visited = len(nodes)
-            raise self._failure(request, policy, nodes, ring is None, visited, rejected)
+            if key is None:
+                key = self.framework.filter_key(request)
+            failed = self._failure(request, policy, nodes, ring is None, visited, rejected, key)
+            if key is not None:
+                if len(self._failures) >= _FAILURE_KEYS:
+                    self._failures.clear()
+                self._failures[key] = failed
+            raise failed.error()
 
         placement, best = _choose(request, policy, team, cycle.rates, feasible, visited, rejected)
         next_start = (start + visited) % len(nodes) if ring is not None else 0
@@ -497,7 +557,8 @@ class ClusterState:
         by_name: bool,
         evaluated: int,
         rejected: Rejected,
-    ) -> SchedulingError:
+        key: tuple[Hashable, ...] | None,
+    ) -> _Failed:
         """Why no node fits: the walk's counts for the visited nodes (every candidate, as none
         was feasible), the index for the others; and whether waiting could help."""
         total = len(self._nodes)
@@ -530,15 +591,7 @@ class ClusterState:
             elif unvisited:
                 _add(counts, selector.reason(node_selector), unvisited)
             summary = summarize(total, counts)
-        record = PlacementRecord(
-            evaluated=evaluated,
-            feasible=0,
-            rejected=counts,
-            candidates=(),
-            chosen=None,
-            summary=summary,
-        )
-        return SchedulingError(summary, record=record, waitable=self._could_ever_fit(request))
+        return _Failed(summary, counts, evaluated, self._could_ever_fit(request, key))
 
     def _posting(self, request: ScheduleRequest) -> _Ring | None:
         """The label index's smallest posting of the selector (all nodes without one), or None
@@ -566,9 +619,12 @@ class ClusterState:
             self._resume.clear()
         self._eligible.clear()
 
-    def _could_ever_fit(self, request: ScheduleRequest) -> bool:
+    def _could_ever_fit(
+        self, request: ScheduleRequest, key: tuple[Hashable, ...] | None = None
+    ) -> bool:
         """True when some node passes every static filter of the request: only transient ones
-        (capacity, readiness, affinity, ...) rule nodes out, so waiting may help."""
+        (capacity, readiness, affinity, ...) rule nodes out, so waiting may help. ``key``: the
+        request's filter key, when known."""
         pinned = request.node if self._pins else ""
         if pinned:
             node = self._nodes.get(pinned)
@@ -576,18 +632,29 @@ class ClusterState:
         else:
             ring = self._posting(request)
             nodes = ring.nodes if ring is not None else []
+        key = self.framework.static_key(request, key)
+        fits = self._fits.get(key) if key is not None else None
+        if fits is not None:
+            return fits
         static = self.framework.static_narrows(request)
         unused: Rejected = {}
         # In chunks: one node that could fit is enough.
-        return any(
+        fits = any(
             narrow_all(static, nodes[i : i + _PROBE], unused) for i in range(0, len(nodes), _PROBE)
         )
+        if key is not None:
+            if len(self._fits) >= _FAILURE_KEYS:
+                self._fits.clear()
+            self._fits[key] = fits
+        return fits
 
     def _assume(self, session_id: str, assumed: _Assumed, *, count: bool) -> None:
         name = assumed[0]
         node = self._nodes[name]
         if count:
             node.running += 1
+            if self._failures:
+                self._failures.clear()
         self._assumed[session_id] = assumed
         team_id = assumed[3]
         if team_id:
@@ -604,6 +671,8 @@ class ClusterState:
         node = self._nodes[name]
         if node.running > 0:
             node.running -= 1
+            if self._failures:
+                self._failures.clear()
             return True
         return False
 
@@ -624,6 +693,8 @@ class ClusterState:
 _ELIGIBLE_KEYS = 256
 # How many static scorers' scores a node keeps (the framework keeps their scorers per key).
 _SCORES_PER_NODE = 16
+# How many filter keys keep their failure, and static keys their could-ever-fit, at once.
+_FAILURE_KEYS = 256
 # How many nodes the static probe of a failure filters at a time.
 _PROBE = 256
 # The walk's chunks: a little more than the expected share needs, which is never taken below

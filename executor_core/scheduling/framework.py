@@ -269,6 +269,9 @@ class Framework:
             (plugin, float(self.profile.scores[plugin.name])) for plugin in scores
         )
         self.names = frozenset(self.profile.filters)
+        self._filter_keys = _request_keys(self.filters)
+        self._static_keys = _request_keys(self.static)
+        self._static_at = tuple(i for i, f in enumerate(self.filters) if not f.transient)
         # What a cycle calls, looked up once rather than on every decision.
         self._keys = tuple(
             (plugin, plugin.name, plugin.index_key)  # type: ignore[attr-defined]
@@ -336,6 +339,28 @@ class Framework:
     def static_narrows(self, request: ScheduleRequest) -> list[Narrow]:
         """The batch filters of the request's static constraints (what waiting cannot change)."""
         return _prefilters(self.static, request)
+
+    def filter_key(self, request: ScheduleRequest) -> tuple[Hashable, ...] | None:
+        """Everything of the request the filters read (see ``request_key`` in plugins/base.py):
+        two requests with the same key are judged alike on every node. None when a filter
+        of the profile does not say."""
+        keys = self._filter_keys
+        return None if keys is None else tuple([key(request) for key in keys])
+
+    def static_key(
+        self, request: ScheduleRequest, filter_key: tuple[Hashable, ...] | None = None
+    ) -> tuple[Hashable, ...] | None:
+        """``filter_key`` of the static filters alone: what could-ever-fit depends on (taken
+        from the request's ``filter_key`` when given)."""
+        if filter_key is not None:
+            return tuple([filter_key[i] for i in self._static_at])
+        keys = self._static_keys
+        return None if keys is None else tuple([key(request) for key in keys])
+
+
+def _request_keys(filters: Sequence[FilterPlugin]) -> tuple[Callable[[Any], Hashable], ...] | None:
+    keys = [getattr(plugin, "request_key", None) for plugin in filters]
+    return None if None in keys else tuple(keys)  # type: ignore[arg-type]
 
 
 def _shares(weights: Sequence[float]) -> tuple[float, ...]:

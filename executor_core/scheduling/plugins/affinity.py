@@ -18,7 +18,7 @@ name) decides between them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from executor_core.scheduling.plugins.base import Filter, Narrow, Rate, Rejected, Score, reject
@@ -96,6 +96,15 @@ def score(policy: NodeAffinityPolicy, running: int, capacity: int, on_node: int)
 class TeamAffinity(Filter, Score):
     name = NAME
     transient = True  # members finish and leave their nodes
+
+    def request_key(self, request: ScheduleRequest) -> Hashable:
+        policy = request.hints.affinity
+        if policy not in REQUIRES_TEAM:
+            return None
+        team = members(request.hints.team_nodes)
+        if not team:
+            return None
+        return (policy, request.team_id, frozenset(team))
 
     def prefilter(self, request: ScheduleRequest) -> Narrow | None:
         policy = request.hints.affinity

@@ -20,6 +20,8 @@ class Agents(Filter):
     def index_key(self, request: ScheduleRequest) -> Hashable:
         return request.agent_id
 
+    request_key = index_key
+
     def prefilter(self, request: ScheduleRequest) -> Narrow:
         agent = request.agent_id
         why = REASON.format(agent=agent)

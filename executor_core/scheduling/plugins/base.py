@@ -41,6 +41,14 @@ class Filter:
     # the cluster keeps the nodes it lets through per key and walks only those.
     indexed: ClassVar[bool] = False
 
+    # A filter may also define ``request_key(request)``: everything of the request its verdict
+    # reads, which it otherwise bases only on the node (its facts and running count). Two
+    # requests with the same key are judged alike on every node, so while the fleet does not
+    # change, the cluster answers a failure, and whether waiting could help, from the last
+    # request of that key. A profile with a filter lacking it is never answered so. A static
+    # filter (not transient) reads nothing of a node that load or a heartbeat changes
+    # (running, CPU, memory, disk): whether waiting could help is kept across those.
+
     def prefilter(self, request: ScheduleRequest) -> Narrow | None:
         raise NotImplementedError
 

@@ -25,6 +25,8 @@ class Capabilities(Filter):
     def index_key(self, request: ScheduleRequest) -> Hashable:
         return frozenset(request.capabilities) or None
 
+    request_key = index_key
+
     def prefilter(self, request: ScheduleRequest) -> Narrow | None:
         wanted = frozenset(request.capabilities)
         if not wanted:

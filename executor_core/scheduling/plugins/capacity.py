@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 from executor_core.scheduling.plugins.base import Filter, Narrow, Rejected, reject
@@ -20,6 +21,9 @@ def _narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
 class Capacity(Filter):
     name = NAME
     transient = True  # a run ends, or the capacity grows
+
+    def request_key(self, request: ScheduleRequest) -> Hashable:
+        return ()
 
     def prefilter(self, request: ScheduleRequest) -> Narrow:
         return _narrow

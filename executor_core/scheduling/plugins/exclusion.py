@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 from executor_core.scheduling.plugins.base import Filter, Narrow, Rejected, reject
@@ -17,6 +18,9 @@ class Exclusion(Filter):
     # a retry whose only candidates were excluded falls back at once instead of waiting.
     # Other nodes that are merely busy still make the request worth waiting for.
     transient = False
+
+    def request_key(self, request: ScheduleRequest) -> Hashable:
+        return frozenset(request.hints.excluded_nodes) or None
 
     def prefilter(self, request: ScheduleRequest) -> Narrow | None:
         excluded = request.hints.excluded_nodes

@@ -20,6 +20,8 @@ class Models(Filter):
     def index_key(self, request: ScheduleRequest) -> Hashable:
         return request.model or None
 
+    request_key = index_key
+
     def prefilter(self, request: ScheduleRequest) -> Narrow | None:
         model = request.model
         if not model:

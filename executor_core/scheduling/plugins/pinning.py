@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 from executor_core.scheduling.plugins.base import Filter, Narrow, Rejected, reject
@@ -16,6 +17,9 @@ REASON_UNKNOWN = "is not registered"
 class NodeName(Filter):
     name = NAME
     transient = False
+
+    def request_key(self, request: ScheduleRequest) -> Hashable:
+        return request.node or None
 
     def prefilter(self, request: ScheduleRequest) -> Narrow | None:
         pinned = request.node

@@ -42,3 +42,5 @@ class Readiness(Filter):
 
     def index_key(self, request: ScheduleRequest) -> Hashable:
         return ()
+
+    request_key = index_key

@@ -52,6 +52,11 @@ class Resources(Filter, Score):
     def score_key(self, request: ScheduleRequest) -> Hashable:
         return (request.min_free_memory_mb, request.max_cpu_percent)
 
+    def request_key(self, request: ScheduleRequest) -> Hashable:
+        mem, cpu = request.min_free_memory_mb, request.max_cpu_percent
+        # Typed, as the reasons are: 1024 and 1024.0 are worded apart.
+        return (mem, cpu, type(mem), type(cpu))
+
     def prefilter(self, request: ScheduleRequest) -> Narrow | None:
         mem, cpu = request.min_free_memory_mb, request.max_cpu_percent
         if mem is None and cpu is None:

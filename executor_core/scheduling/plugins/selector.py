@@ -66,3 +66,5 @@ class Selector(Filter):
 
     def index_key(self, request: ScheduleRequest) -> Hashable:
         return frozenset(request.node_selector.items()) or None
+
+    request_key = index_key

@@ -3,6 +3,7 @@ resources; the placement record of every decision; whether a failure is worth wa
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ from executor_core.scheduling import (
     ScheduleRequest,
     SchedulingError,
 )
+from executor_core.scheduling.framework import DEFAULT_FILTERS, Profile, default_registry
+from executor_core.scheduling.plugins.base import Filter, Narrow, Rejected, reject
 from executor_core.types import NodeAffinityPolicy as P
 from executor_core.types import RequestValidationError
 
@@ -306,6 +309,130 @@ def test_a_failure_records_every_node_by_reason():
 )
 def test_waitable_says_whether_some_node_could_ever_take_the_request(nodes, fields, waitable):
     assert failure(ClusterState(nodes), req(**fields)).waitable is waitable
+
+
+# -- a failure answered again while nothing changes ---------------------------------------------
+
+
+def full() -> ClusterState:
+    return ClusterState(
+        [NodeInfo("a", capacity=2, running=2), NodeInfo("b", capacity=1, running=1)]
+    )
+
+
+def test_a_full_fleet_answers_a_queue_of_requests_alike():
+    state = full()
+    first = failure(state, req("s1"))
+    again = failure(state, req("s2"))
+    assert (again.reason, again.waitable) == (first.reason, first.waitable)
+    assert again.reason == "0/2 nodes available: 2 at capacity"
+    assert again.record == first.record
+    again.record.rejected["at capacity"] = 99  # each error's record is its own
+    assert failure(state, req("s3")).record.rejected == {"at capacity": 2}
+
+
+@pytest.mark.parametrize(
+    ("change", "after"),
+    [
+        (lambda s: s.upsert_node(NodeInfo("c", capacity=1)), "c"),
+        (lambda s: s.upsert_node(NodeInfo("c", running=1)), "0/3 nodes available: 3 at capacity"),
+        (lambda s: s.upsert_node(NodeInfo("b", capacity=2, running=1)), "b"),
+        (lambda s: s.upsert_node(NodeInfo("a", capacity=2, running=1)), "a"),
+        (
+            lambda s: s.upsert_node(NodeInfo("a", capacity=2, running=2, ready=False)),
+            "0/2 nodes available: 1 at capacity, 1 not ready",
+        ),
+        (lambda s: s.remove_node("b"), "0/1 nodes available: 1 at capacity"),
+        (lambda s: s.release("placed"), "b"),
+    ],
+    ids=["node added", "full node added", "capacity", "running", "ready", "removed", "release"],
+)
+def test_a_cached_failure_gives_way_to_any_change_of_the_fleet(change, after):
+    state = ClusterState([NodeInfo("a", capacity=2, running=2), NodeInfo("b", capacity=1)])
+    state.place(req("placed"))
+    assert failure(state, req("s1")).reason == "0/2 nodes available: 2 at capacity"
+    change(state)
+    try:
+        outcome = state.place(req("s2")).node
+    except SchedulingError as error:
+        outcome = error.reason
+    assert outcome == after
+
+
+def test_a_heartbeat_with_new_figures_rewords_the_failure():
+    state = ClusterState([NodeInfo("a", cpu_percent=10.0, running=1)])
+    assert failure(state, req("s1", max_cpu_percent=50.0)).reason == (
+        "0/1 nodes available: 1 at capacity"
+    )
+    state.upsert_node(NodeInfo("a", cpu_percent=90.0))  # a slot freed, the CPU is busy
+    assert failure(state, req("s2", max_cpu_percent=50.0)).reason == (
+        "0/1 nodes available: 1 CPU above 50% (or not reported)"
+    )
+
+
+def test_a_failed_re_place_is_not_remembered_with_its_own_slot_given_back():
+    state = ClusterState([NodeInfo("a", free_memory_mb=1024)])
+    state.place(req("s1"))
+    # Its own slot given back, the node is ruled out by memory, not capacity...
+    error = failure(state, req("s1", min_free_memory_mb=4096))
+    assert error.reason == "0/1 nodes available: 1 less than 4096 MB memory free (or not reported)"
+    # ...while for anyone else it is full.
+    assert failure(state, req("s2", min_free_memory_mb=4096)).reason == (
+        "0/1 nodes available: 1 at capacity"
+    )
+
+
+def test_could_ever_fit_follows_nodes_added_changed_and_removed():
+    gpu = req("s", capabilities=frozenset({"gpu"}))
+    state = ClusterState([NodeInfo("a")])
+    assert failure(state, gpu).waitable is False
+    state.upsert_node(NodeInfo("b", capabilities=frozenset({"gpu"}), running=1))  # added, full
+    assert failure(state, gpu).waitable is True
+    state.upsert_node(NodeInfo("b", running=1))  # changed: the capability is gone
+    assert failure(state, gpu).waitable is False
+    state.upsert_node(NodeInfo("b", capabilities=frozenset({"gpu"}), running=1))
+    assert failure(state, gpu).waitable is True
+    state.remove_node("b")
+    assert failure(state, gpu).waitable is False
+
+
+def test_load_alone_leaves_could_ever_fit_as_it_was():
+    state = ClusterState([NodeInfo("a", labels={"zone": "eu"})])
+    state.place(req("s1"))
+    eu = {"node_selector": {"zone": "eu"}}
+    assert failure(state, req("s2", **eu)).waitable is True
+    state.upsert_node(NodeInfo("a", labels={"zone": "eu"}, running=1, cpu_percent=5.0))
+    assert failure(state, req("s3", **eu)).waitable is True
+    state.upsert_node(NodeInfo("a", labels={"zone": "us"}, running=1))  # relabelled
+    assert failure(state, req("s4", **eu)).waitable is False
+
+
+class _MinCapacity(Filter):
+    """A static filter of a profile's own: nodes of at least four slots."""
+
+    name = "MinCapacity"
+    transient = False
+
+    def request_key(self, request: ScheduleRequest) -> Hashable:
+        return ()
+
+    def prefilter(self, request: ScheduleRequest) -> Narrow:
+        def narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
+            kept = [n for n in nodes if n.capacity >= 4]
+            reject(rejected, "too small", nodes, kept)
+            return kept
+
+        return narrow
+
+
+def test_could_ever_fit_follows_a_capacity_change_for_a_static_filter_reading_it():
+    registry = default_registry()
+    registry.register(_MinCapacity.name, _MinCapacity)
+    profile = Profile(filters=(*DEFAULT_FILTERS, _MinCapacity.name))
+    state = ClusterState([NodeInfo("a", capacity=2, running=2)], profile=profile, registry=registry)
+    assert failure(state, req("s1")).waitable is False
+    state.upsert_node(NodeInfo("a", capacity=4, running=4))
+    assert failure(state, req("s2")).waitable is True
 
 
 # -- validation --------------------------------------------------------------------------------
