@@ -147,11 +147,18 @@ def select(
     return objs
 
 
+_MODEL_FROM_DB = models.Model.from_db.__func__  # type: ignore[attr-defined]
+
+
 @functools.lru_cache(maxsize=64)
 def _without_init_signals(model: type[models.Model]) -> bool:
-    """Nothing listens to this model's pre_init/post_init (asked once all apps are loaded:
-    the first read happens after that)."""
-    return not (signals.pre_init.has_listeners(model) or signals.post_init.has_listeners(model))
+    """The model builds rows as Django's own do (no ``__init__`` or ``from_db`` of its own)
+    and nothing listens to its pre_init/post_init (asked once all apps are loaded: the first
+    read happens after that)."""
+    own_from_db = getattr(model.from_db, "__func__", None)
+    plain = model.__init__ is models.Model.__init__ and own_from_db is _MODEL_FROM_DB
+    listened = signals.pre_init.has_listeners(model) or signals.post_init.has_listeners(model)
+    return plain and not listened
 
 
 def _plain_instance(model: type[M], alias: str, attnames: tuple[str, ...], row: Sequence[Any]) -> M:
