@@ -160,6 +160,7 @@ def task_record_progress(updates: Mapping[str, dict[str, Any]]) -> list[Task]:
         return batched.apply_progress(batched.locked(updates, log=with_lines), updates)
 
 
+@transaction.atomic
 def task_finish(
     *,
     session_id: str,
