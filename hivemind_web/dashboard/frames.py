@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,41 +26,43 @@ MAX_FRAME_TASKS = 1000
 MAX_FRAME_LOG_LINES = 500
 
 
+class _ByIdentity:
+    """Values made once per object, found by the object's identity. Each entry holds its
+    object, so an id is never mistaken for another's; emptied whole past ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._memo: dict[int, tuple[Any, Any]] = {}
+
+    def get(self, obj: Any, make: Callable[[Any], Any]) -> Any:
+        hit = self._memo.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        if len(self._memo) >= self.limit:
+            self._memo.clear()
+        value = make(obj)
+        self._memo[id(obj)] = (obj, value)
+        return value
+
+
 class SharedTasks:
     """The board form of a task event, and its JSON text, made once per process.
 
     Every board client of a process receives the same event objects (the embedded channel
     layer shares them; see ``hub.layers``) and flushes on the same tick, so the same task
     goes out in every client's frame: trimmed and encoded once, not once per client (with 50
-    boards the encoding alone was a sixth of the hub loop). Entries are found by identity and
-    hold their object, so an id is never mistaken for another's; the memo is emptied whole
-    past ``limit`` entries.
+    boards the encoding alone was a sixth of the hub loop).
     """
 
     def __init__(self, limit: int = 4096) -> None:
-        self.limit = limit
-        self._lean: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
-        self._text: dict[int, tuple[dict[str, Any], str]] = {}
+        self._lean = _ByIdentity(limit)
+        self._text = _ByIdentity(limit)
 
     def lean(self, data: dict[str, Any]) -> dict[str, Any]:
-        hit = self._lean.get(id(data))
-        if hit is not None and hit[0] is data:
-            return hit[1]
-        if len(self._lean) >= self.limit:
-            self._lean.clear()
-        lean = lean_task(data)
-        self._lean[id(data)] = (data, lean)
-        return lean
+        return self._lean.get(data, lean_task)
 
     def text(self, lean: dict[str, Any]) -> str:
-        hit = self._text.get(id(lean))
-        if hit is not None and hit[0] is lean:
-            return hit[1]
-        if len(self._text) >= self.limit:
-            self._text.clear()
-        text = json.dumps(lean)
-        self._text[id(lean)] = (lean, text)
-        return text
+        return self._text.get(lean, json.dumps)
 
 
 SHARED = SharedTasks()
