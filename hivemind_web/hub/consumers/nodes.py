@@ -356,7 +356,7 @@ class NodeConsumer(DirectDispatch, AsyncWebsocketConsumer):
                 epoch=self.epoch,
                 usage=usage or {},
                 at=timezone.now(),
-                progress=self.runtime.progress.take(session_id),
+                progress=self.runtime.take_progress(session_id),
             )
             self.assigned.discard(session_id)
         self.runtime.spawn(self._ack(written, session_id, attempt))

@@ -345,6 +345,10 @@ class Runtime:
     def report_progress(self, session_id: str, **report: Any) -> None:
         self.progress.add(session_id, **report)
 
+    def take_progress(self, session_id: str) -> dict[str, Any] | None:
+        """The task's last coalesced report, for its end to carry (``task_finish``)."""
+        return self.progress.take(session_id)
+
     # -- the control channel ----------------------------------------------------------------
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
