@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import signals
+from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
 from hivemind_web.hub.models import Task, TaskEvent
@@ -61,3 +62,34 @@ def test_values_inserted_without_instances_get_the_fields_defaults() -> None:
     statements.insert_values(TaskEvent, [{"task_id": task.pk, "kind": "note"}])
     event = TaskEvent.objects.get(task=task, kind="note")
     assert event.data == {} and event.actor == "" and event.time is not None
+
+
+def test_statements_off_djangos_cursor_still_raise_djangos_errors() -> None:
+    task = stored()
+    duplicate = {"session_id": task.session_id, "agent_id": "echo", "strategy": "golem"}
+    with pytest.raises(IntegrityError), transaction.atomic():
+        statements.insert_values(Task, [duplicate])
+    # A transaction that failed refuses further statements until it is rolled back.
+    with transaction.atomic():
+        with pytest.raises(IntegrityError), transaction.atomic(savepoint=False):
+            statements.insert_values(Task, [duplicate])
+        with pytest.raises(TransactionManagementError):
+            statements.execute(f"UPDATE {statements.table(Task)} SET priority = 1", [])
+        transaction.set_rollback(True)
+    assert Task.objects.get(pk=task.pk).priority == 0
+
+
+def test_an_execute_wrapper_sees_every_statement() -> None:
+    task = stored()
+    seen: list[str] = []
+
+    def record(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    where, params = statements.where_in(Task, "id", [task.pk])
+    with connection.execute_wrapper(record):
+        statements.select(Task, ("status",), where, params)
+        statements.update(Task, ("id",), ("priority",), [(3, task.pk)])
+    assert [sql.split()[0] for sql in seen] == ["SELECT", "UPDATE"]
+    assert Task.objects.get(pk=task.pk).priority == 3

@@ -17,11 +17,19 @@ and passed to each field's conversion it cost the writer an eighth of its time. 
 that already is what the column stores (a ``str`` for a text column, an ``int`` for an
 integer one, ``None`` where allowed) skips the field's conversion chain (``_converters``):
 a task's insert converts forty values.
+
+The statements run on the backend's own DB-API cursor (``_run``), with the SQL text already in
+the driver's placeholder style: Django's cursor wrapper costs twice what SQLite takes to run
+a one-row statement (~50 µs against ~22), and rewrites ``%s`` to ``?`` with a regex on every
+call. Errors are still Django's (``wrap_database_errors``), a broken transaction still
+refuses statements, and whenever something observes statements (an ``execute_wrapper``,
+``DEBUG``'s query log, ``CaptureQueriesContext``) they go through Django's cursor as before.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -38,6 +46,46 @@ INSERT_CHUNK = 200
 
 def _db() -> BaseDatabaseWrapper:
     return connections[DEFAULT_DB_ALIAS]
+
+
+# The placeholder rewrite of Django's SQLite cursor (``%s`` to ``?``, ``%%`` to ``%``).
+_QMARK = re.compile(r"(?<!%)%s")
+_FAST_VENDORS = {"sqlite", "postgresql"}
+
+
+@functools.lru_cache(maxsize=512)
+def _driver_sql(sql: str, vendor: str) -> str:
+    """``sql`` in the placeholder style of the vendor's driver (psycopg takes ``%s``)."""
+    return _QMARK.sub("?", sql).replace("%%", "%") if vendor == "sqlite" else sql
+
+
+def _run(
+    db: BaseDatabaseWrapper,
+    sql: str,
+    params: Sequence[Any],
+    *,
+    many: bool = False,
+    fetch: bool = False,
+) -> Any:
+    """Execute ``sql`` (``executemany`` for ``many``); the rows when ``fetch``, else the
+    count of rows changed."""
+    if db.execute_wrappers or db.queries_logged or db.vendor not in _FAST_VENDORS:
+        with db.cursor() as cursor:
+            (cursor.executemany if many else cursor.execute)(sql, params)
+            return cursor.fetchall() if fetch else cursor.rowcount
+    if db.connection is None:
+        db.ensure_connection()
+    db.validate_no_broken_transaction()
+    with db.wrap_database_errors:
+        # SQLite: a plain cursor (Django's own rewrites placeholders per call); PostgreSQL:
+        # the backend's cursor, with its time-zone loader.
+        cursor = db.connection.cursor() if db.vendor == "sqlite" else db.create_cursor()
+        try:
+            text = _driver_sql(sql, db.vendor)
+            (cursor.executemany if many else cursor.execute)(text, params)
+            return cursor.fetchall() if fetch else cursor.rowcount
+        finally:
+            cursor.close()
 
 
 def _quote(name: str, db: BaseDatabaseWrapper | None = None) -> str:
@@ -129,9 +177,7 @@ def select(
         sql += f" ORDER BY {_quote(model._meta.pk.column, db)}"
     if lock and db.features.has_select_for_update:
         sql += " FOR UPDATE"
-    with db.cursor() as cursor:
-        cursor.execute(sql, list(params))
-        rows = cursor.fetchall()
+    rows = _run(db, sql, list(params), fetch=True)
     objs, alias = [], db.alias
     plain = _without_init_signals(model)
     build = functools.partial(_plain_instance, model) if plain else model.from_db
@@ -203,8 +249,7 @@ def update(
     sql, converters = _update_sql(model, tuple(keys), tuple(names), db.vendor)
     params = [[c(v, db) for c, v in zip(converters, row, strict=True)] for row in rows]
     if params:
-        with db.cursor() as cursor:
-            cursor.executemany(sql, params)
+        _run(db, sql, params, many=True)
 
 
 @functools.lru_cache(maxsize=64)
@@ -239,20 +284,17 @@ def _run_insert(
     objs: Sequence[models.Model] | None,
 ) -> None:
     """Run an insert; with ``objs``, set each one's pk from the database."""
-    with db.cursor() as cursor:
-        if objs is None:
-            cursor.executemany(head + row + tail, params)
-            return
-        returning = f" RETURNING {_quote(model._meta.pk.column, db)}"
-        for start in range(0, len(objs), INSERT_CHUNK):
-            chunk = params[start : start + INSERT_CHUNK]
-            sql = head + ", ".join([row] * len(chunk)) + tail + returning
-            cursor.execute(sql, [value for values in chunk for value in values])
-            for obj, (pk,) in zip(
-                objs[start : start + INSERT_CHUNK], cursor.fetchall(), strict=True
-            ):
-                obj.pk = pk
-                obj._state.adding, obj._state.db = False, db.alias
+    if objs is None:
+        _run(db, head + row + tail, params, many=True)
+        return
+    returning = f" RETURNING {_quote(model._meta.pk.column, db)}"
+    for start in range(0, len(objs), INSERT_CHUNK):
+        chunk = params[start : start + INSERT_CHUNK]
+        sql = head + ", ".join([row] * len(chunk)) + tail + returning
+        keys = _run(db, sql, [value for values in chunk for value in values], fetch=True)
+        for obj, (pk,) in zip(objs[start : start + INSERT_CHUNK], keys, strict=True):
+            obj.pk = pk
+            obj._state.adding, obj._state.db = False, db.alias
 
 
 def insert(
@@ -308,9 +350,7 @@ def insert_values(
 def execute(sql: str, params: Sequence[Any]) -> int:
     """A statement of the caller's own (tables and columns quoted by ``table``/``column``);
     the number of rows it changed."""
-    with _db().cursor() as cursor:
-        cursor.execute(sql, list(params))
-        return cursor.rowcount
+    return _run(_db(), sql, list(params))
 
 
 def table(model: type[models.Model]) -> str:
