@@ -93,3 +93,20 @@ def test_an_execute_wrapper_sees_every_statement() -> None:
         statements.update(Task, ("id",), ("priority",), [(3, task.pk)])
     assert [sql.split()[0] for sql in seen] == ["SELECT", "UPDATE"]
     assert Task.objects.get(pk=task.pk).priority == 3
+
+
+def test_datetimes_are_stored_as_the_field_would_store_them() -> None:
+    from datetime import datetime, timedelta
+    from datetime import timezone as dt_timezone
+
+    from django.db import connections
+    from django.utils import timezone
+
+    db = connections["default"]
+    field = Task._meta.get_field("updated_at")
+    convert = statements._converter(field)
+    now = timezone.now()
+    for value in (now, now.astimezone(dt_timezone(timedelta(hours=2))), None):
+        assert convert(value, db) == field.get_db_prep_save(value, db)
+    with pytest.warns(RuntimeWarning):  # a naive datetime still gets Django's warning
+        assert convert(datetime(2026, 1, 1), db) is not None

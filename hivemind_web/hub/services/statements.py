@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
@@ -123,11 +124,30 @@ def _as_is_types(field: models.Field) -> tuple[type, ...]:
 def _converter(field: models.Field) -> Converter:
     """``field.get_db_prep_save``, short-cut for values that need no conversion."""
     prep, as_is = field.get_db_prep_save, _as_is_types(field)
+    if type(field) is models.DateTimeField:
+        return _datetime_converter(prep)
     if not as_is:
         return prep
 
     def convert(value: Any, db: BaseDatabaseWrapper) -> Any:
         return value if type(value) in as_is else prep(value, db)
+
+    return convert
+
+
+def _datetime_converter(prep: Converter) -> Converter:
+    """An aware datetime in the connection's own time zone (every ``timezone.now()``) as
+    the backend's ``adapt_datetimefield_value`` stores it: PostgreSQL takes it as it is,
+    SQLite as its naive text. (``db.timezone`` is None without USE_TZ: then, and for any
+    other value, the field's own chain.)"""
+
+    def convert(value: Any, db: BaseDatabaseWrapper) -> Any:
+        if type(value) is datetime and value.tzinfo is not None and value.tzinfo is db.timezone:
+            if db.vendor == "postgresql":
+                return value
+            if db.vendor == "sqlite":
+                return str(value.replace(tzinfo=None))
+        return prep(value, db)
 
     return convert
 
