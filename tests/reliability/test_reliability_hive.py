@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 from helpers import submit, wait_task
-from support.live import REPO, LiveHub, free_port, wait_for
+from support.live import REPO, LiveHub, free_port, reachable, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +44,8 @@ def test_hive_runs_the_hub_and_its_nodes_and_stops_them_on_ctrl_c(tmp_path: Path
         )
         assert "Created user 'admin'" in (tmp_path / "hive.log").read_text()
         token = hub.manage("api_token", "admin").strip()
+        # The password is printed while the hub is still starting: its port opens after.
+        wait_for(lambda: reachable("127.0.0.1", port), timeout=60, what="the hub's port")
 
         def nodes_ready() -> bool:
             status, body = hub.api("GET", "/api/v1/nodes/", token=token)
