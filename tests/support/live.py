@@ -73,14 +73,52 @@ def reachable(host: str, port: int) -> bool:
         return False
 
 
+# Databases made from the migrated template: their hubs need no migrate of their own.
+MIGRATED_PG: set[str] = set()
+
+
+def _pg_url(name: str) -> str:
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
 def create_pg_database() -> str:
-    """A fresh PostgreSQL database for one hub; returns its URL."""
+    """A fresh PostgreSQL database for hubs, already migrated (a copy of a template that
+    ``manage.py migrate`` built once for this test run); returns its URL."""
     import psycopg
 
     name = f"hivemind_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_migrated_pg_template()}"')
+    MIGRATED_PG.add(_pg_url(name))
+    return _pg_url(name)
+
+
+@functools.cache
+def _migrated_pg_template() -> str:
+    import psycopg
+
+    name = f"hivemind_template_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+    atexit.register(drop_pg_database, _pg_url(name))
+    _migrate_once(_pg_url(name))
+    return name
+
+
+def _migrate_once(database_url: str) -> Path:
+    """Run ``manage.py migrate`` on ``database_url`` (empty: SQLite in a new data dir)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="hivemind-migrated-"))
+    atexit.register(shutil.rmtree, data_dir, True)
+    env = {**os.environ, "HIVEMIND_DATA_DIR": str(data_dir), "DATABASE_URL": database_url}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    return data_dir
 
 
 def drop_pg_database(url: str) -> None:
@@ -95,18 +133,7 @@ def drop_pg_database(url: str) -> None:
 def migrated_sqlite() -> Path:
     """A SQLite database that ``manage.py migrate`` built once for this test run: each SQLite
     hub starts from a copy of it (a migrate costs every hub ~4 s, a copy ~10 ms)."""
-    data_dir = Path(tempfile.mkdtemp(prefix="hivemind-migrated-"))
-    atexit.register(shutil.rmtree, data_dir, True)
-    env = {**os.environ, "HIVEMIND_DATA_DIR": str(data_dir), "DATABASE_URL": ""}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
-        cwd=REPO,
-        env=env,
-        check=True,
-        timeout=120,
-    )
-    return data_dir / "hivemind.sqlite3"
+    return _migrate_once("") / "hivemind.sqlite3"
 
 
 def copy_sqlite(source: Path, target: Path) -> None:
@@ -179,11 +206,8 @@ class LiveHub:
 
     def start(self, *, migrate: bool = True) -> LiveHub:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        database = self.data_dir / "hivemind.sqlite3"
-        if migrate and not self.env["DATABASE_URL"] and not database.exists():
-            copy_sqlite(migrated_sqlite(), database)
-        elif migrate:
-            self.manage("migrate", "--verbosity", "0")
+        if migrate:
+            self._migrate()
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [
@@ -204,6 +228,13 @@ class LiveHub:
         )
         wait_for(self._healthy, timeout=30, what=f"the hub on {self.url}")
         return self
+
+    def _migrate(self) -> None:
+        url, database = self.env["DATABASE_URL"], self.data_dir / "hivemind.sqlite3"
+        if not url and not database.exists():
+            copy_sqlite(migrated_sqlite(), database)
+        elif url not in MIGRATED_PG:
+            self.manage("migrate", "--verbosity", "0")
 
     def _healthy(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
