@@ -95,15 +95,18 @@ class CeleryPeer:
             procs=self.procs,
         )
 
-    def run(self, tasks: int, mode: str, clients: int, batch: int) -> dict[str, float]:
-        """Submit ``tasks`` echo tasks and wait for every result; the round's figures."""
+    def run(
+        self, tasks: int, mode: str, clients: int, batch: int, pause: float = 0.0
+    ) -> dict[str, float]:
+        """Submit ``tasks`` echo tasks and wait for every result (each client waiting ``pause``
+        seconds after each submission); the round's figures."""
         units: list[range] = [
             range(i, min(i + (batch if mode == "batch" else 1), tasks))
             for i in range(0, tasks, batch if mode == "batch" else 1)
         ]
         logs = [ClientLog() for _ in range(clients)]
         threads = [
-            threading.Thread(target=self._client, args=(units[i::clients], logs[i]))
+            threading.Thread(target=self._client, args=(units[i::clients], logs[i], pause))
             for i in range(clients)
         ]
         for thread in threads:
@@ -126,7 +129,7 @@ class CeleryPeer:
             "done_ms": latencies,
         }
 
-    def _client(self, units: list[range], log: ClientLog) -> None:
+    def _client(self, units: list[range], log: ClientLog, pause: float) -> None:
         # One app per thread: the Redis result backend's pub/sub is not thread-safe
         # (celery/celery#4363, #6335).
         client = make_app(self.url)
@@ -141,6 +144,8 @@ class CeleryPeer:
                     results = group(echo.s(f"task {i}") for i in unit).apply_async()
                     log.sent += [(t, r) for r in results.results]
                 log.last_accepted = time.time()
+                if pause:
+                    time.sleep(pause)
             outcome = ResultSet([r for _, r in log.sent], app=client)
             log.done = outcome.join_native(timeout=600, propagate=True)
         except Exception as exc:  # reported by the caller, after every thread has stopped

@@ -81,6 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds a task may wait for a node (default: the hub's HIVEMIND_SCHEDULE_WAIT)",
     )
     p.add_argument("--clients", type=int, default=4, help="concurrent submitting clients")
+    p.add_argument(
+        "--pause",
+        type=float,
+        default=0.0,
+        help="seconds each client waits after an answer before its next request: latency at "
+        "a light load (e.g. --clients 1 --pause 0.05) instead of throughput",
+    )
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--capacity", type=int, default=16, help="capacity of each node")
     p.add_argument("--hubs", type=int, choices=[1, 2], default=1)
@@ -95,6 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.tasks < 1 or args.clients < 1 or args.rounds < 1 or args.nodes < 0:
         p.error("--tasks, --clients and --rounds must be positive, --nodes at least 0")
+    if args.pause < 0:
+        p.error("--pause must be 0 or more seconds")
     if args.strategy == "golem" and args.nodes == 0 and not args.sim_nodes:
         p.error("--strategy golem needs --nodes")
     if args.sim_nodes and (args.peer or args.board):
@@ -125,6 +134,7 @@ def print_config(args: argparse.Namespace) -> None:
             ("max_wait", "the hub's default" if args.max_wait is None else f"{args.max_wait:g} s"),
             ("mode", f"{args.mode} ({BATCH} a request)" if args.mode == "batch" else args.mode),
             ("clients", args.clients),
+            ("pause after each answer", f"{args.pause:g} s"),
             ("nodes", f"{args.nodes} x capacity {args.capacity}"),
             ("local slots", f"{max(1, args.nodes * args.capacity)} (HIVEMIND_LOCAL_CONCURRENCY)"),
             ("board clients", args.board),
@@ -165,6 +175,7 @@ class Submitter:
         else:
             self.units = [("/api/v1/tasks/", task) for task in body]
         self.api, self.clients, self.hubs = api, args.clients, args.hubs
+        self.pause = args.pause
         self.first = float("inf")  # wall clock of the first request sent
         self.last = 0.0  # wall clock of the last answer received
         self.accepted = 0
@@ -200,6 +211,8 @@ class Submitter:
                     self.accepted += len(payload.get("tasks", [payload]))
                 else:
                     self.errors.append(f"{status}: {str(answer)[:200]}")
+            if self.pause:
+                self.stop.wait(self.pause)
 
 
 def wait_terminal(api: Api, sub: Submitter, procs: Procs, timeout: float) -> set[str]:
@@ -368,7 +381,7 @@ def celery_round(args: argparse.Namespace) -> Figures:
     try:
         peer = CeleryPeer(procs, workers=max(1, args.nodes), concurrency=args.capacity)
         peer.start()
-        raw = peer.run(args.tasks, args.mode, args.clients, BATCH)
+        raw = peer.run(args.tasks, args.mode, args.clients, BATCH, args.pause)
         return {
             "tasks/s": raw["tasks"] / raw["elapsed"],
             "submit accepted tasks/s": raw["tasks"] / raw["submit_elapsed"],
