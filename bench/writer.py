@@ -7,10 +7,11 @@ batch holds ``--batch`` submissions (one call each, as POSTs arrive) and ``--bat
 every later transition of earlier tasks (routed, bound, running, finished with its last
 progress report, as the hub writes a short task's end), all
 applied by the writer's own ``_apply``, as a busy hub's drain applies them. It prints the
-CPU milliseconds per task of each transition and in all, so a change to the hot path can be
-measured in seconds, and the statements sent to the database per task (savepoints
-included): on PostgreSQL (``--pg``, a fresh database) each one is a round trip the writer
-waits for, so the wall time per task is printed too.
+CPU milliseconds per task of each transition (its many-at-once form, timed around the call),
+of what is left of the batches (the transaction, the commit, the after-commit hooks) and in
+all, so a change to the hot path can be measured in seconds, and the statements sent to the
+database per task (savepoints included): on PostgreSQL (``--pg``, a fresh database) each one
+is a round trip the writer waits for, so the wall time per task is printed too.
 
 Run: ``.venv/bin/python bench/writer.py [--tasks 3000] [--batch 8] [--pg] [--profile]``.
 """
@@ -36,6 +37,9 @@ sys.path.insert(0, str(REPO))
 from e2e_support import pg_admin  # noqa: E402 - beside this file, after the path set-up
 
 STAGES = ("store", "routed", "bind", "running", "finish")
+# What a batch costs beyond its stages' statements: the transaction, its commit and the
+# after-commit hooks (board events, announced attempts).
+COMMIT = "transaction, commit, hooks"
 
 
 def _setup(data_dir: str, pg_name: str) -> None:
@@ -79,6 +83,26 @@ def _calls(stage: str, sid: str, node: str, epoch: int) -> tuple[Any, dict[str, 
     }
 
 
+def _timed(cpu: dict[str, float]) -> dict[Any, Any]:
+    """The writer's many-at-once forms, each charging the CPU time it takes to its stage."""
+    from hivemind_web.hub.execution.batching import BATCHED
+
+    stage_of = {_calls(stage, "", "", 1)[0]: stage for stage in STAGES}
+    forms = dict(BATCHED)
+    for fn, stage in stage_of.items():
+        many = BATCHED[fn].many
+
+        def timed(calls: list[dict[str, Any]], many: Any = many, stage: str = stage) -> Any:
+            t0 = time.thread_time()
+            try:
+                return many(calls)
+            finally:
+                cpu[stage] += time.thread_time() - t0
+
+        forms[fn] = BATCHED[fn]._replace(many=timed)
+    return forms
+
+
 def run(count: int, size: int, *, counting: bool = False) -> tuple[dict[str, float], int, float]:
     """Apply the writer's batches for ``count`` tasks: CPU seconds by stage, the statements
     sent (when ``counting``: an execute wrapper sends every statement through Django's own
@@ -87,7 +111,6 @@ def run(count: int, size: int, *, counting: bool = False) -> tuple[dict[str, flo
     from django.db import connection
 
     from hivemind_web.hub import intents
-    from hivemind_web.hub.execution.batching import BATCHED
     from hivemind_web.hub.execution.writer import _apply, _Call
     from hivemind_web.hub.models import Node
 
@@ -105,6 +128,7 @@ def run(count: int, size: int, *, counting: bool = False) -> tuple[dict[str, flo
     port = _Collect(started)
     intents.install(port)
     cpu: dict[str, float] = defaultdict(float)
+    forms = _timed(cpu)
     # pipeline[d] holds the tasks submitted d + 1 batches ago: they are at stage d + 1.
     pipeline: deque[list[str]] = deque(maxlen=len(STAGES) - 1)
     submitted, statements, wall = 0, [0], 0.0
@@ -122,17 +146,15 @@ def run(count: int, size: int, *, counting: bool = False) -> tuple[dict[str, flo
                 node = nodes[j % 2]
                 batch.append((STAGES[depth], _calls(STAGES[depth], sid, node.name, 1)))
         calls = [_Call(fn, (), kwargs, None) for _, (fn, kwargs) in batch]
-        t0, w0 = time.process_time(), time.perf_counter()
+        staged = sum(cpu.values())
+        t0, w0 = time.thread_time(), time.perf_counter()
         with connection.execute_wrapper(count_statement) if counting else nullcontext():
-            outcomes = _apply(calls, BATCHED)
-        spent = time.process_time() - t0
+            outcomes = _apply(calls, forms)
+        cpu[COMMIT] += (time.thread_time() - t0) - (sum(cpu.values()) - staged)
         wall += time.perf_counter() - w0
         for (stage, _), (ok, value) in zip(batch, outcomes, strict=True):
             if not ok or value is False or value is None:
                 raise SystemExit(f"{stage} did not happen: {value!r}")
-        # The batch's calls share one transaction: charge it to their stages by count.
-        for stage, _ in batch:
-            cpu[stage] += spent / len(batch)
         pipeline.appendleft(started[:])
         started.clear()
     intents.uninstall(port)
@@ -183,7 +205,7 @@ def main() -> None:
     database = "PostgreSQL" if args.pg else "SQLite"
     print(f"{args.tasks} tasks on {database}, {args.batch} calls of each stage per batch")
     print("| stage | CPU ms/task |\n|---|---|")
-    for stage in STAGES:
+    for stage in (*STAGES, COMMIT):
         print(f"| {stage} | {cpu.get(stage, 0.0) * 1000 / args.tasks:.3f} |")
     print(f"| **all** | **{total * 1000 / args.tasks:.3f}** |")
     print(f"\nstatements per task: {statements / args.tasks:.2f}")
