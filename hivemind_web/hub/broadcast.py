@@ -65,10 +65,16 @@ class Outbox:
         self._scheduled = False
 
     def add_event(self, kind: str, key: str, data: dict[str, Any]) -> None:
+        self.add_events(kind, [(key, data)])
+
+    def add_events(self, kind: str, items: list[tuple[str, dict[str, Any]]]) -> None:
+        """Changes of one kind, ``(key, data)`` each."""
         with self._lock:
-            # Re-insert: events go out in the order they last changed.
-            self._events.pop((kind, key), None)
-            self._events[(kind, key)] = {"kind": kind, "data": data}
+            events = self._events  # (take() swaps it, under the lock)
+            for key, data in items:
+                # Re-insert: events go out in the order they last changed.
+                events.pop((kind, key), None)
+                events[(kind, key)] = {"kind": kind, "data": data}
             self._schedule_locked()
 
     def add_message(self, group: str, message: dict[str, Any]) -> None:
@@ -112,6 +118,13 @@ def publish(kind: str, data: dict[str, Any], key: str = "") -> None:
     """Tell the board about a change of ``kind`` (task, node, fallback_mode) after commit;
     of several changes to one ``key`` before the next flush, the latest wins."""
     transaction.on_commit(lambda: OUTBOX.add_event(kind, key, data))
+
+
+def publish_many(kind: str, items: list[tuple[str, dict[str, Any]]]) -> None:
+    """``publish`` for several changes of one kind, ``(key, data)`` each: one after-commit
+    hook for them all (a writer batch publishes every task it changed)."""
+    if items:
+        transaction.on_commit(lambda: OUTBOX.add_events(kind, items))
 
 
 def send_after_commit(group: str, message: dict[str, Any]) -> None:

@@ -7,6 +7,9 @@ same fields (``TASK_FIELDS``, ``NODE_FIELDS``) and render values the same way.
 
 from __future__ import annotations
 
+import functools
+import operator
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -91,19 +94,32 @@ def iso(value: datetime | None) -> str | None:
 def task_snapshot(task: Task, fields: tuple[str, ...] = TASK_FIELDS) -> dict[str, Any]:
     """The task as the API shows it. ``team``/``node`` are names; reads no other rows when
     the caller selected them (``select_related("team", "node")``)."""
-    data: dict[str, Any] = {}
-    for name in fields:
-        if name == "session_id":
-            data[name] = str(task.session_id)
-        elif name == "team":
-            data[name] = task.team.name if task.team_id else None
-        elif name == "node":
-            data[name] = task.node.name if task.node_id else None
-        elif name in _TASK_DATES:
-            data[name] = iso(getattr(task, name))
-        else:
-            data[name] = getattr(task, name)
-    return data
+    read, dates, related = _shape(fields)
+    values = list(read(task))
+    for i in dates:
+        value = values[i]
+        if value is not None:
+            text = value.isoformat()
+            values[i] = text[:-6] + "Z" if text.endswith("+00:00") else text
+    for i, name in related:
+        values[i] = getattr(task, name).name if values[i] is not None else None
+    values[0] = str(values[0])
+    return dict(zip(fields, values, strict=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _shape(
+    fields: tuple[str, ...],
+) -> tuple[Callable[[Task], tuple], tuple[int, ...], tuple[tuple[int, str], ...]]:
+    """How ``task_snapshot`` reads ``fields`` (session_id first): one C-level getter of
+    every attribute (a board event is built for every transition), which of them are
+    datetimes, and which are related rows, read by their key (``team_id``) and then by name."""
+    if fields[0] != "session_id":
+        raise ValueError("a task snapshot starts with its session_id")
+    related = {"team": "team_id", "node": "node_id"}
+    read = operator.attrgetter(*(related.get(name, name) for name in fields))
+    dates = tuple(i for i, name in enumerate(fields) if name in _TASK_DATES)
+    return read, dates, tuple((i, name) for i, name in enumerate(fields) if name in related)
 
 
 def task_event_data(task: Task) -> dict[str, Any]:

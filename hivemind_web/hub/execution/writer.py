@@ -30,6 +30,7 @@ from typing import Any
 
 from django.db import DatabaseError, close_old_connections, connection, transaction
 
+from hivemind_web.hub.services import statements
 from hivemind_web.hub.services.retry import retryable
 
 log = logging.getLogger(__name__)
@@ -288,7 +289,7 @@ def _apply(batch: list[_Call], batched: Mapping[Callable, Any]) -> list[tuple[bo
         level_of.clear()
 
     def apply_all() -> None:
-        with transaction.atomic():
+        with statements.pinned(), transaction.atomic():
             last: dict[Callable, list[int]] = {}  # forms that go after everything else
             for i, call in enumerate(batch):
                 form = batched.get(call.fn)

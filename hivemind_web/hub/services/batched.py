@@ -49,6 +49,24 @@ Calls = list[dict[str, Any]]
 TASK_COLUMNS = tuple(
     f.name for f in Task._meta.concrete_fields if f.name not in ("input", "output", "log")
 )
+# What a transition reads of the rows it locks: TASK_COLUMNS but the placement constraints
+# and the provenance, which no transition or board event looks at (the JSON columns among
+# them cost a decode each, on every read).
+LOCKED_COLUMNS = tuple(
+    name
+    for name in TASK_COLUMNS
+    if name
+    not in (
+        "excluded_nodes",
+        "prefer_labels",
+        "capabilities",
+        "resources",
+        "max_wait",
+        "force_local",
+        "submitted_by",
+        "retry_of",
+    )
+)
 NODE_OF_TASK = ("name", "connection_epoch")
 TEAM_COLUMNS = tuple(f.name for f in Team._meta.concrete_fields)
 
@@ -66,7 +84,7 @@ def locked(session_ids: Iterable[str], *, log: bool = False) -> dict[str, Task]:
     """The tasks, their rows locked until the transaction ends, each with its node and team
     as they are now (read after the lock: another hub may have just bound the task)."""
     where, params = statements.where_in(Task, "session_id", list(session_ids))
-    columns = (*TASK_COLUMNS, "log") if log else TASK_COLUMNS
+    columns = (*LOCKED_COLUMNS, "log") if log else LOCKED_COLUMNS
     rows = statements.select(Task, columns, where, params, lock=True)
     attach(rows, "node", Node, NODE_OF_TASK)
     attach(rows, "team", Team, TEAM_COLUMNS)

@@ -39,8 +39,8 @@ def task_events(items: list[tuple[Task, str, Any, dict[str, Any]]]) -> None:
             for t, kind, a, d in items
         ],
     )
-    for task in {id(item[0]): item[0] for item in items}.values():
-        publish_task(task)
+    tasks = {id(item[0]): item[0] for item in items}.values()
+    broadcast.publish_many("task", [(str(t.session_id), task_event_data(t)) for t in tasks])
 
 
 def publish_task(task: Task) -> None:
