@@ -9,6 +9,7 @@ nests deeper than a few levels.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -27,11 +28,23 @@ class TooDeep(ValueError):
 def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH, **options: Any) -> Any:
     """``json.loads`` that raises ``TooDeep`` (a ``ValueError``) past ``max_depth`` levels."""
     try:
-        value = json.loads(text, **options)
+        if not options:
+            value = json.loads(text)
+        else:
+            # json.loads builds a decoder per call when given options; one per set of options
+            # is kept instead (every node frame and API body comes through here).
+            if isinstance(text, bytes | bytearray):
+                text = text.decode(json.detect_encoding(text), "surrogatepass")
+            value = _decoder(tuple(sorted(options.items()))).decode(text)
     except RecursionError:
         raise TooDeep(max_depth) from None
     check_depth(value, text, max_depth=max_depth)
     return value
+
+
+@functools.lru_cache(maxsize=8)
+def _decoder(options: tuple[tuple[str, Any], ...]) -> json.JSONDecoder:
+    return json.JSONDecoder(**dict(options))
 
 
 def check_depth(value: Any, text: str | bytes = "", *, max_depth: int = MAX_DEPTH) -> None:

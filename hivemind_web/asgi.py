@@ -21,9 +21,10 @@ from hivemind_web.hub.api import fast_submit  # noqa: E402
 from hivemind_web.hub.consumers.nodes import NodeConsumer  # noqa: E402
 from hivemind_web.hub.execution import loop as hub_loop  # noqa: E402
 from hivemind_web.hub.execution import runtime, shutdown  # noqa: E402
-from hivemind_web.serving import serve_raw_bodies  # noqa: E402
+from hivemind_web.serving import serve_raw_bodies, skip_twisted_access_log  # noqa: E402
 
 serve_raw_bodies()
+skip_twisted_access_log()
 
 websocket_routes = [path("ws/nodes/", NodeConsumer.as_asgi())]
 try:  # the dashboard's live board, when installed
