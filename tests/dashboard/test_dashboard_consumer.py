@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from django.contrib.auth.models import AnonymousUser
 
 from hivemind_web.dashboard import frames
 from hivemind_web.dashboard.consumers import CLOSE_FORBIDDEN, BoardConsumer
-from hivemind_web.hub.broadcast import BOARD_GROUP, task_group
+from hivemind_web.hub.broadcast import BOARD_GROUP, next_tick, task_group
 from hivemind_web.hub.models import Node, Task
 
 # The consumer reads the database from worker threads: the test data must be committed.
@@ -99,6 +100,8 @@ async def test_a_burst_of_events_becomes_one_frame_with_the_latest_state(layer: 
     _, task = await fleet()
     communicator = await connect(await viewer())
     await communicator.receive_json_from(WAIT)
+    # Just after a tick: the burst has the whole interval to land before the next frame.
+    await asyncio.sleep(next_tick(time.monotonic(), frames.FRAME_INTERVAL) + 0.005)
     for pct in range(0, 100, 5):
         await layer.group_send(BOARD_GROUP, event("task", **task_data(task, progress=pct)))
     await layer.group_send(BOARD_GROUP, event("node", name="alpha", status="not_ready"))
