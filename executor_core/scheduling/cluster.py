@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from executor_core.scheduling.framework import (
@@ -520,7 +520,9 @@ class ClusterState:
             # Few nodes, by name: every filter runs on them.
             feasible, visited, rejected = _walk(nodes, start, want, cycle.narrows, 1.0)
         else:
-            feasible, visited, rejected = _walk(nodes, start, want, cycle.walk, ring.share)
+            feasible, visited, rejected = _walk(
+                nodes, start, want, cycle.walk, ring.share, ring.names, cycle.lead
+            )
             if visited:
                 ring.share = len(feasible) / visited
         if not feasible:
@@ -711,7 +713,13 @@ def _add(counts: Rejected, reason: str, n: int) -> None:
 
 
 def _walk(
-    nodes: list[_Node], start: int, want: int, narrows: Sequence[Narrow], share: float
+    nodes: list[_Node],
+    start: int,
+    want: int,
+    narrows: Sequence[Narrow],
+    share: float,
+    names: Sequence[str] = (),
+    lead: Sequence[tuple[Collection[str], str]] = (),
 ) -> tuple[list[_Node], int, Rejected]:
     """Walk ``nodes`` from ``start`` (wrapping) through the filters, stopping at the
     ``want``-th feasible node. Returns (the feasible nodes in walk order, nodes visited, the
@@ -722,12 +730,24 @@ def _walk(
     after the last one needed and the counts of its tail (every node past it, feasible or
     not) taken back, so the visited nodes and their counts are exactly those of a
     node-by-node walk, whatever the sizes.
+
+    ``lead`` are the first filters of ``narrows`` as (names ruled out, reason), given with
+    ``names``, the nodes' names (sorted): their nodes are found by name once, and each chunk
+    drops those it holds instead of running those filters over it.
     """
     n = len(nodes)
     feasible: list[_Node] = []
     rejected: Rejected = {}
     visited = 0
     pos = start
+    # The lead filters' nodes, by how far from the start the walk meets them.
+    spots: dict[int, str] = {}
+    for ruled, why in lead:
+        for name in ruled:
+            i = bisect_left(names, name)
+            if i < n and names[i] == name:
+                spots.setdefault((i - start) % n, why)  # the first filter's reason counts
+    rest = narrows[len(lead) :]
     expect = min(1.0, max(share, _FIRST_SHARE))
     while visited < n:
         need = want - len(feasible)
@@ -741,7 +761,16 @@ def _walk(
             size = min(n - visited, int(need / max(expect, _MIN_SHARE) * _MARGIN) + 1)
         end = pos + size
         chunk = nodes[pos:end] if end <= n else nodes[pos:] + nodes[: end - n]
-        kept = narrow_all(narrows, chunk, rejected)
+        passed = chunk
+        if spots:
+            hits = sorted(k - visited for k in spots if visited <= k < visited + size)
+            if hits:
+                passed = chunk[:]
+                for k in reversed(hits):
+                    why = spots[k + visited]
+                    rejected[why] = rejected.get(why, 0) + 1
+                    del passed[k]
+        kept = narrow_all(rest, passed, rejected)
         if len(kept) >= need and kept[need - 1] is not chunk[-1]:
             # Enough, with nodes after the last one needed (feasible or not): a node-by-node
             # walk would not have reached them. list.index compares by identity first, and

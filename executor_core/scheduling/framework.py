@@ -16,7 +16,7 @@ its name in a profile (and in ``default_registry``).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -33,7 +33,7 @@ from executor_core.scheduling.plugins import (
     resources,
     selector,
 )
-from executor_core.scheduling.plugins.base import Narrow, Rate, Rejected
+from executor_core.scheduling.plugins.base import Narrow, Rate, Rejected, narrow_out
 from executor_core.scheduling.types import NodeView, ScheduleRequest
 
 
@@ -201,12 +201,15 @@ class Cycle:
     nodes they let through per key); ``walk``: the batch filters of the others, in profile
     order; ``rates``: (name, weight share, batch scorer), the shares summing to 1 so the total
     stays on the 0-100 scale (a static scorer's as the framework's ``remember`` wrapped it);
-    ``statics``: for each of them, (name, score key) when the scorer is static, else None.
+    ``statics``: for each of them, (name, score key) when the scorer is static, else None;
+    ``lead``: (names, reason) of the walk's first filters as far as each rules out a few
+    named nodes (``ruled_out`` in plugins/base.py), so the cluster can find those nodes by
+    name: ``walk`` starts with their batch filters.
     The indexed filters themselves are built only when asked for (``indexed``, ``narrows``):
     a decision whose key is known does not need them.
     """
 
-    __slots__ = ("_filters", "_indexed", "key", "rates", "request", "statics", "walk")
+    __slots__ = ("_filters", "_indexed", "key", "lead", "rates", "request", "statics", "walk")
 
     def __init__(
         self,
@@ -217,6 +220,7 @@ class Cycle:
         walk: list[Narrow],
         rates: tuple[tuple[str, float, Rate], ...],
         statics: tuple[Hashable | None, ...] = (),
+        lead: tuple[tuple[Collection[str], str], ...] = (),
     ) -> None:
         self.request = request
         self._filters = filters
@@ -225,6 +229,7 @@ class Cycle:
         self.walk = walk
         self.rates = rates
         self.statics = statics
+        self.lead = lead
 
     @property
     def indexed(self) -> list[Narrow]:
@@ -277,7 +282,9 @@ class Framework:
             (plugin, plugin.name, plugin.index_key)  # type: ignore[attr-defined]
             for plugin in self._indexed
         )
-        self._prefilters = tuple(plugin.prefilter for plugin in self._walked)
+        self._prefilters = tuple(
+            (plugin.prefilter, getattr(plugin, "ruled_out", None)) for plugin in self._walked
+        )
         self._scorers = tuple(
             (
                 plugin.name,
@@ -304,8 +311,15 @@ class Framework:
                 key.append((name, part))
                 indexed.append(plugin)
         walk: list[Narrow] = []
-        for prefilter in self._prefilters:
-            narrow = prefilter(request)
+        lead: list[tuple[Collection[str], str]] = []
+        for prefilter, ruled_out in self._prefilters:
+            ruled = ruled_out(request) if ruled_out is not None else None
+            if ruled is not None:
+                narrow: Narrow | None = narrow_out(*ruled)
+                if len(lead) == len(walk) and len(ruled[0]) <= _LEAD_NAMES:
+                    lead.append(ruled)
+            else:
+                narrow = prefilter(request)
             if narrow is not None:
                 walk.append(narrow)
         names: list[str] = []
@@ -334,7 +348,9 @@ class Framework:
                 statics.append(static)
         shares = self._all_shares if len(found) == len(self._scorers) else _shares(weights)
         rates = tuple(zip(names, shares, found, strict=True))
-        return Cycle(request, self.filters, tuple(key), indexed, walk, rates, tuple(statics))
+        return Cycle(
+            request, self.filters, tuple(key), indexed, walk, rates, tuple(statics), tuple(lead)
+        )
 
     def static_narrows(self, request: ScheduleRequest) -> list[Narrow]:
         """The batch filters of the request's static constraints (what waiting cannot change)."""
@@ -370,6 +386,9 @@ def _shares(weights: Sequence[float]) -> tuple[float, ...]:
     return tuple(weight / total for weight in weights)
 
 
+# A filter ruling out more names than this is run as a batch filter like any other: looking
+# each name up costs more than reading the visited nodes' names.
+_LEAD_NAMES = 32
 # How many (static scorer, score key) pairs keep their batch scorer at once.
 _STATIC_KEYS = 256
 # Not yet built (None is a built answer: the scorer has nothing to say).

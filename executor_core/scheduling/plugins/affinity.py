@@ -21,7 +21,15 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-from executor_core.scheduling.plugins.base import Filter, Narrow, Rate, Rejected, Score, reject
+from executor_core.scheduling.plugins.base import (
+    Filter,
+    Narrow,
+    Rate,
+    Rejected,
+    Score,
+    narrow_out,
+    reject,
+)
 from executor_core.scheduling.types import ScheduleRequest
 from executor_core.types import NodeAffinityPolicy
 
@@ -106,30 +114,31 @@ class TeamAffinity(Filter, Score):
             return None
         return (policy, request.team_id, frozenset(team))
 
+    def ruled_out(self, request: ScheduleRequest) -> tuple[frozenset[str], str] | None:
+        """require_spread's team nodes (require_colocate rules out every other node)."""
+        if request.hints.affinity != _SPREAD:
+            return None
+        team = members(request.hints.team_nodes)
+        return (frozenset(team), reason(_SPREAD, request.team_id)) if team else None
+
     def prefilter(self, request: ScheduleRequest) -> Narrow | None:
         policy = request.hints.affinity
         if policy not in REQUIRES_TEAM:
             return None
+        if policy != _COLOCATE:
+            ruled = self.ruled_out(request)
+            return narrow_out(*ruled) if ruled is not None else None
         team = members(request.hints.team_nodes)
         if not team:
             return None  # before the first member is placed, any node will do
         team_id = request.team_id
+
         # The reason is worded only when a node is ruled out: most walks meet no team node.
-        if policy == _COLOCATE:
-
-            def narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
-                kept = [n for n in nodes if n.name in team]
-                if len(kept) < len(nodes):
-                    reject(rejected, reason(policy, team_id), nodes, kept)
-                return kept
-
-        else:
-
-            def narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
-                kept = [n for n in nodes if n.name not in team]
-                if len(kept) < len(nodes):
-                    reject(rejected, reason(policy, team_id), nodes, kept)
-                return kept
+        def narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
+            kept = [n for n in nodes if n.name in team]
+            if len(kept) < len(nodes):
+                reject(rejected, reason(policy, team_id), nodes, kept)
+            return kept
 
         return narrow
 

@@ -12,7 +12,7 @@ per-node ``filter`` and ``score`` (explanations, tests) run the same function on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence, Set
 from typing import Any, ClassVar
 
 from executor_core.scheduling.types import NodeView, ScheduleRequest
@@ -28,6 +28,17 @@ def reject(rejected: Rejected, reason: str, before: Sequence[Any], kept: Sequenc
     dropped = len(before) - len(kept)
     if dropped:
         rejected[reason] = rejected.get(reason, 0) + dropped
+
+
+def narrow_out(names: Set[str], reason: str) -> Narrow:
+    """The batch filter ruling out the nodes named in ``names`` under ``reason``."""
+
+    def narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
+        kept = [n for n in nodes if n.name not in names]
+        reject(rejected, reason, nodes, kept)
+        return kept
+
+    return narrow
 
 
 class Filter:
@@ -48,6 +59,11 @@ class Filter:
     # request of that key. A profile with a filter lacking it is never answered so. A static
     # filter (not transient) reads nothing of a node that load or a heartbeat changes
     # (running, CPU, memory, disk): whether waiting could help is kept across those.
+
+    # A filter whose verdict reads nothing of a node but its name may also define
+    # ``ruled_out(request)``: (the names it rules out, the reason), or None when it cannot say
+    # so for this request (its ``prefilter`` then decides, and may be None). The cluster then
+    # looks those names up in its rings instead of reading the name of every node it visits.
 
     def prefilter(self, request: ScheduleRequest) -> Narrow | None:
         raise NotImplementedError

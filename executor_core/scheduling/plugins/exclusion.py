@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any
 
-from executor_core.scheduling.plugins.base import Filter, Narrow, Rejected, reject
+from executor_core.scheduling.plugins.base import Filter, Narrow, narrow_out
 from executor_core.scheduling.types import ScheduleRequest
 
 NAME = "NodeExclusion"
@@ -22,14 +21,10 @@ class Exclusion(Filter):
     def request_key(self, request: ScheduleRequest) -> Hashable:
         return frozenset(request.hints.excluded_nodes) or None
 
-    def prefilter(self, request: ScheduleRequest) -> Narrow | None:
+    def ruled_out(self, request: ScheduleRequest) -> tuple[frozenset[str], str] | None:
         excluded = request.hints.excluded_nodes
-        if not excluded:
-            return None
+        return (excluded, REASON) if excluded else None
 
-        def narrow(nodes: list[Any], rejected: Rejected) -> list[Any]:
-            kept = [n for n in nodes if n.name not in excluded]
-            reject(rejected, REASON, nodes, kept)
-            return kept
-
-        return narrow
+    def prefilter(self, request: ScheduleRequest) -> Narrow | None:
+        ruled = self.ruled_out(request)
+        return narrow_out(*ruled) if ruled is not None else None
