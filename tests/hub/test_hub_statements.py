@@ -8,7 +8,7 @@ from django.db.models import signals
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
-from hivemind_web.hub.models import Task, TaskEvent
+from hivemind_web.hub.models import Task, TaskEvent, Team
 from hivemind_web.hub.services import statements, submission
 
 pytestmark = pytest.mark.django_db
@@ -55,6 +55,57 @@ def test_a_model_with_init_listeners_is_still_built_through_init() -> None:
         signals.post_init.disconnect(noted, sender=Task)
         statements._without_init_signals.cache_clear()
     assert seen == [id(row)]
+
+
+def test_a_new_row_is_what_the_model_itself_builds() -> None:
+    team = Team.objects.create(name="t-new-row")
+    values = {"agent_id": "echo", "team": team, "node_selector": {"zone": "a"}, "priority": 3}
+    row, orm = statements.new_row(Task, **values), Task(**values)
+    for field in Task._meta.concrete_fields:
+        if field.name != "session_id":  # a fresh uuid4 each
+            assert getattr(row, field.attname) == getattr(orm, field.attname), field.name
+    assert row.session_id != orm.session_id
+    # Adding, and on the database of the related row (its descriptor sets it), as Task(...).
+    assert (row._state.adding, row._state.db) == (orm._state.adding, orm._state.db)
+    assert (row._state.adding, row._state.db) == (True, "default")
+    assert statements.new_row(Task, agent_id="echo")._state.db is None
+    with CaptureQueriesContext(connection) as queries:
+        assert row.team is team  # cached by the relation's descriptor, as Task(team=...) does
+    assert not queries
+    row.save()
+    assert Task.objects.get(pk=row.pk).node_selector == {"zone": "a"}
+
+
+def test_a_new_row_refuses_a_name_the_model_does_not_have() -> None:
+    with pytest.raises(TypeError, match="Task has no field colour"):
+        statements.new_row(Task, agent_id="echo", colour="red")
+
+
+def test_a_new_row_of_an_observed_model_is_built_through_init() -> None:
+    seen: list[int] = []
+
+    def noted(sender: type, instance: Task, **kwargs: object) -> None:
+        seen.append(id(instance))
+
+    signals.post_init.connect(noted, sender=Task)
+    statements._without_init_signals.cache_clear()
+    try:
+        row = statements.new_row(Task, agent_id="echo")
+    finally:
+        signals.post_init.disconnect(noted, sender=Task)
+        statements._without_init_signals.cache_clear()
+    assert seen == [id(row)]
+
+
+def test_json_values_are_stored_as_the_field_would_store_them() -> None:
+    task = stored()
+    labels = {"zone": "eu", "nested": {"list": [1, 2.5, None, True, "ü"]}}
+    statements.update(Task, ("id",), ("node_selector", "capabilities"), [[labels, ["a"], task.pk]])
+    statements.insert_values(TaskEvent, [{"task_id": task.pk, "kind": "note", "data": ["x", 1]}])
+    fresh = Task.objects.get(pk=task.pk)
+    assert (fresh.node_selector, fresh.capabilities) == (labels, ["a"])
+    assert TaskEvent.objects.get(task=task, kind="note").data == ["x", 1]
+    assert Task.objects.filter(node_selector__zone="eu").count() == 1  # JSON, not text
 
 
 def test_values_inserted_without_instances_get_the_fields_defaults() -> None:

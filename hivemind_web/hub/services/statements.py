@@ -148,6 +148,8 @@ def _converter(field: models.Field) -> Converter:
     prep, as_is = field.get_db_prep_save, _as_is_types(field)
     if type(field) is models.DateTimeField:
         return _datetime_converter(prep)
+    if type(field) is models.JSONField:
+        return _json_converter(field.encoder, prep)
     if not as_is:
         return prep
 
@@ -169,6 +171,19 @@ def _datetime_converter(prep: Converter) -> Converter:
                 return value
             if db.vendor == "sqlite":
                 return str(value.replace(tzinfo=None))
+        return prep(value, db)
+
+    return convert
+
+
+def _json_converter(encoder: Any, prep: Converter) -> Converter:
+    """A dict or list as the backend stores JSON (``adapt_json_value``: text on SQLite, a
+    Jsonb adapter on PostgreSQL). The field's chain above it only looks for expressions and
+    lazy strings, and a task row has seven JSON columns. Anything else: the chain."""
+
+    def convert(value: Any, db: BaseDatabaseWrapper) -> Any:
+        if type(value) is dict or type(value) is list:
+            return db.ops.adapt_json_value(value, encoder)
         return prep(value, db)
 
     return convert
@@ -259,6 +274,41 @@ def _plain_instance(model: type[M], alias: str, attnames: tuple[str, ...], row: 
     state = ModelState()
     state.adding, state.db = False, alias
     obj._state = state
+    return obj
+
+
+@functools.lru_cache(maxsize=64)
+def _blank(
+    model: type[models.Model],
+) -> tuple[frozenset[str], tuple[tuple[str, str, Callable[[], Any], bool], ...]]:
+    """The names ``new_row`` takes, and per concrete field: its name, attname, default and
+    whether it is a relation."""
+    fields = model._meta.concrete_fields
+    names = frozenset(name for f in fields for name in (f.name, f.attname))
+    return names, tuple((f.name, f.attname, f.get_default, f.is_relation) for f in fields)
+
+
+def new_row(model: type[M], /, **values: Any) -> M:
+    """What ``model(**values)`` builds (unsaved; a field not given at its default) without
+    ``Model.__init__``'s walk through every field, a third of storing a task. A related row
+    is given by its field's name (``team=row``), any other value by attname. Only for models
+    nobody observes being built (else ``model(**values)`` itself)."""
+    names, fields = _blank(model)
+    if not values.keys() <= names:
+        unknown = ", ".join(sorted(values.keys() - names))
+        raise TypeError(f"{model.__name__} has no field {unknown}")
+    if not _without_init_signals(model):
+        return model(**values)
+    obj = model.__new__(model)
+    obj._state = ModelState()  # adding, no database yet: as __init__ leaves it
+    data = obj.__dict__
+    for name, attname, default, relation in fields:
+        if relation and name in values:
+            setattr(obj, name, values[name])  # the descriptor sets the key and caches the row
+        elif attname in values:
+            data[attname] = values[attname]
+        else:
+            data[attname] = default()
     return obj
 
 

@@ -289,7 +289,8 @@ def _task_row(
         team_row = teams.get(request.team_id)
         if team_row is None:
             team_row = teams[request.team_id] = team_get_or_create(name=request.team_id)
-    return Task(
+    return statements.new_row(
+        Task,
         agent_id=request.agent_id,
         input=request.input,
         strategy=request.strategy.value,
