@@ -43,6 +43,7 @@ from executor_core.scheduling.framework import (
     Profile,
     Registry,
     narrow_all,
+    rate_all,
     summarize,
 )
 from executor_core.scheduling.plugins import affinity, pinning, selector
@@ -117,8 +118,8 @@ class _Node:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        # This node's totals per scoring (token of the _Scoring -> _Totals), until an upsert.
-        self.scores: dict[object, _Totals] = {}
+        # Static scorers' scores of this node (token of the score key -> score); see _remember.
+        self.scores: dict[object, float] = {}
         self.labels: dict[str, str] = {}
         self.capacity = 0
         self.running = 0
@@ -266,7 +267,8 @@ class ClusterState:
     ) -> None:
         """``profile`` names the plugins that decide (default: every built-in one); building
         it raises LookupError / TypeError for a name the registry does not have as such."""
-        self.framework = Framework(profile, registry)
+        # A static scorer reads and keeps each node's scores (see _remember).
+        self.framework = Framework(profile, registry, remember=_remember)
         names = self.framework.names
         self._pins = pinning.NAME in names
         self._selects = selector.NAME in names
@@ -291,8 +293,6 @@ class ClusterState:
         # Load does not change that, only what the static filters read of a node: cleared
         # when a node is added or removed, or its indexed facts or capacity change.
         self._fits: dict[tuple[Hashable, ...], bool] = {}
-        # Per Cycle.scoring: how its totals are added up and kept on the nodes.
-        self._scorings: dict[Hashable, _Scoring] = {}
         for info in nodes:
             self.upsert_node(info)
 
@@ -547,14 +547,7 @@ class ClusterState:
                 self._failures[key] = failed
             raise failed.error()
 
-        scoring = self._scorings.get(cycle.scoring)
-        if scoring is None:
-            if len(self._scorings) >= _SCORINGS:
-                self._scorings.clear()  # request shapes churn: start over
-            scoring = self._scorings[cycle.scoring] = _Scoring(cycle.rates, cycle.statics)
-        placement, best = _choose(
-            request, policy, team, cycle.rates, scoring, feasible, visited, rejected
-        )
+        placement, best = _choose(request, policy, team, cycle.rates, feasible, visited, rejected)
         next_start = (start + visited) % len(nodes) if ring is not None else 0
         return _Decision(best, placement.score, ring, next_start, placement)
 
@@ -700,11 +693,8 @@ class ClusterState:
 
 # How many request shapes (keys of the indexed filters) keep their eligible nodes at once.
 _ELIGIBLE_KEYS = 256
-# How many scorings a node keeps its totals for, how many totals it keeps for each, and how
-# many scorings the cluster keeps (request shapes churn: past that they start over).
+# How many static scorers' scores a node keeps (the framework keeps their scorers per key).
 _SCORES_PER_NODE = 16
-_TOTALS_PER_NODE = 64
-_SCORINGS = 256
 # How many filter keys keep their failure, and static keys their could-ever-fit, at once.
 _FAILURE_KEYS = 256
 # How many nodes the static probe of a failure filters at a time.
@@ -802,96 +792,26 @@ def _walk(
     return feasible, visited, rejected
 
 
-class _Totals(dict):  # type: ignore[type-arg]
-    """One node's totals under one scoring (Cycle.scoring): the dynamic scorers' scores (one
-    float, a tuple of them, or None when every scorer is static) -> the total, and
-    ``static``, the static scorers' weighted scores in profile order, which never change: a
-    record holding it reads what its decision saw."""
+def _remember(rate: Rate) -> Rate:
+    """A static scorer's ``rate`` that reads each node's score under its own token when every
+    node has one, and otherwise rates them all and keeps their scores there (the same floats).
+    Node records hold the token as a key, so it lives as long as a score kept under it."""
+    token = object()
 
-    __slots__ = ("static",)
-
-    static: tuple[float, ...]
-
-
-class _Scoring:
-    """A decision's scorers for one Cycle.scoring: each node's total is remembered per value
-    of the dynamic scorers' scores, so a decision rates only the dynamic scorers (whose
-    scores repeat: a node's load takes few values) and looks the totals up.
-
-    A total is added up as rate_all does, term by term in profile order, so it is the same
-    float; a node's static scores are rated once, until an upsert clears node.scores.
-    """
-
-    __slots__ = ("dynamic", "names", "order", "static", "token")
-
-    def __init__(self, rates: Rates, statics: tuple[Hashable | None, ...]) -> None:
-        self.token = object()
-        self.names = tuple(name for name, _share, _rate in rates)
-        self.static = tuple(i for i, key in enumerate(statics) if key is not None)
-        self.dynamic = tuple(i for i, key in enumerate(statics) if key is None)
-        # Per scorer in profile order: (static, its index among its kind, share).
-        order = []
-        for i, (_name, share, _rate) in enumerate(rates):
-            kind = self.static if statics[i] is not None else self.dynamic
-            order.append((statics[i] is not None, kind.index(i), share))
-        self.order = tuple(order)
-
-    def rate(
-        self, rates: Rates, nodes: list[_Node]
-    ) -> tuple[list[float], list[_Totals], list[list[float]]]:
-        """(each node's total, its _Totals, the dynamic scorers' unweighted scores)."""
-        dynamic = [rates[i][2](nodes) for i in self.dynamic]
-        token = self.token
+    def remembered(nodes: Sequence[_Node]) -> list[float]:
         try:
-            memos: list[_Totals] = [n.scores[token] for n in nodes]
+            return [n.scores[token] for n in nodes]
         except KeyError:
-            memos = self._memos(rates, nodes)
-        if len(dynamic) == 1:
-            keys: list[Any] = dynamic[0]
-        elif dynamic:
-            keys = list(zip(*dynamic, strict=True))
-        else:
-            keys = [None] * len(nodes)
-        try:
-            totals = [m[k] for m, k in zip(memos, keys, strict=True)]
-        except KeyError:
-            totals = [
-                m[k] if k in m else self._learn(m, k) for m, k in zip(memos, keys, strict=True)
-            ]
-        return totals, memos, dynamic
-
-    def _memos(self, rates: Rates, nodes: list[_Node]) -> list[_Totals]:
-        token = self.token
-        fresh = [n for n in nodes if token not in n.scores]
-        # Per static scorer, its weighted scores of the fresh nodes; then per node.
-        weighted = [[rates[i][1] * x for x in rates[i][2](fresh)] for i in self.static]
-        for k, node in enumerate(fresh):
-            memo = _Totals()
-            memo.static = tuple([scores[k] for scores in weighted])
+            pass
+        fresh = rate(nodes)
+        for node, score in zip(nodes, fresh, strict=True):
             kept = node.scores
             if len(kept) >= _SCORES_PER_NODE:
                 kept.clear()  # request shapes churn: start over rather than track age
-            kept[token] = memo
-        return [n.scores[token] for n in nodes]
+            kept[token] = score
+        return fresh
 
-    def _learn(self, memo: _Totals, key: Any) -> float:
-        """The total for the dynamic scores ``key``, added up and kept."""
-        dynamic = (key,) if len(self.dynamic) == 1 else key or ()
-        total = 0.0
-        for i, (static, at, share) in enumerate(self.order):
-            term = memo.static[at] if static else share * dynamic[at]
-            total = term if i == 0 else total + term
-        if len(memo) >= _TOTALS_PER_NODE:
-            memo.clear()  # a record reads only memo.static (see _ranking)
-        memo[key] = total
-        return total
-
-    def weighted(self, memo: _Totals, dynamic: list[list[float]], i: int) -> dict[str, float]:
-        """Each scorer's weighted score of the i-th node rated (its memo given)."""
-        return {
-            name: memo.static[at] if static else share * dynamic[at][i]
-            for name, (static, at, share) in zip(self.names, self.order, strict=True)
-        }
+    return remembered
 
 
 def _choose(
@@ -899,7 +819,6 @@ def _choose(
     policy: NodeAffinityPolicy,
     team: Mapping[str, int],
     rates: Rates,
-    scoring: _Scoring,
     feasible: list[_Node],
     visited: int,
     rejected: Rejected,
@@ -907,7 +826,7 @@ def _choose(
     """Score the feasible nodes, take the best, and record the decision (its candidates are
     ranked when the record is read)."""
     feasible = _name_order(feasible)
-    totals, memos, dynamic = scoring.rate(rates, feasible)
+    totals, each = rate_all(rates, feasible)
     top = max(totals)
     i = totals.index(top)
     if totals.count(top) > 1:
@@ -928,17 +847,13 @@ def _choose(
         rejected=rejected,
         chosen=best.name,
         summary=why,
-        rank=_ranking(scoring, feasible, totals, memos, dynamic),
+        rank=_ranking(rates, feasible, totals, each),
     )
     return Placement(node=best.name, score=top, reason=why, record=record), best
 
 
 def _ranking(
-    scoring: _Scoring,
-    feasible: list[_Node],
-    totals: list[float],
-    memos: list[_Totals],
-    dynamic: list[list[float]],
+    rates: Rates, feasible: list[_Node], totals: list[float], each: list[list[float]]
 ) -> Callable[[], tuple[NodeScore, ...]]:
     """The record's best candidates, each plugin's weighted share of their score, worked out
     later from what the decision saw: the scores, and the running counts (they break ties,
@@ -946,8 +861,15 @@ def _ranking(
     running = [node.running for node in feasible]
 
     def rank() -> tuple[NodeScore, ...]:
+        weighted = [
+            (name, share, scores) for (name, share, _rate), scores in zip(rates, each, strict=True)
+        ]
         return tuple(
-            NodeScore(feasible[i].name, totals[i], scoring.weighted(memos[i], dynamic, i))
+            NodeScore(
+                feasible[i].name,
+                totals[i],
+                {name: share * scores[i] for name, share, scores in weighted},
+            )
             for i in _best_first(totals, running)
         )
 

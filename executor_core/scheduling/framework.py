@@ -200,27 +200,16 @@ class Cycle:
     ``key``: what the applicable indexed filters read of the request (the cluster keeps the
     nodes they let through per key); ``walk``: the batch filters of the others, in profile
     order; ``rates``: (name, weight share, batch scorer), the shares summing to 1 so the total
-    stays on the 0-100 scale; ``statics``: for each of them, (name, score key) when the scorer
-    is static, else None; ``scoring``: (statics, shares), the same for two cycles whose static
-    scorers rate every node alike and whose scorers weigh alike (the cluster keeps each node's
-    totals per scoring); ``lead``: (names, reason) of the walk's first filters as far as each
-    rules out a few named nodes (``ruled_out`` in plugins/base.py), so the cluster can find
-    those nodes by name: ``walk`` starts with their batch filters.
+    stays on the 0-100 scale (a static scorer's as the framework's ``remember`` wrapped it);
+    ``statics``: for each of them, (name, score key) when the scorer is static, else None;
+    ``lead``: (names, reason) of the walk's first filters as far as each rules out a few
+    named nodes (``ruled_out`` in plugins/base.py), so the cluster can find those nodes by
+    name: ``walk`` starts with their batch filters.
     The indexed filters themselves are built only when asked for (``indexed``, ``narrows``):
     a decision whose key is known does not need them.
     """
 
-    __slots__ = (
-        "_filters",
-        "_indexed",
-        "key",
-        "lead",
-        "rates",
-        "request",
-        "scoring",
-        "statics",
-        "walk",
-    )
+    __slots__ = ("_filters", "_indexed", "key", "lead", "rates", "request", "statics", "walk")
 
     def __init__(
         self,
@@ -241,7 +230,6 @@ class Cycle:
         self.rates = rates
         self.statics = statics
         self.lead = lead
-        self.scoring = (statics, tuple([share for _name, share, _rate in rates]))
 
     @property
     def indexed(self) -> list[Narrow]:
@@ -270,7 +258,11 @@ class Framework:
         self,
         profile: Profile | None = None,
         registry: Registry | None = None,
+        *,
+        remember: Callable[[Rate], Rate] | None = None,
     ) -> None:
+        """``remember`` wraps a static scorer's batch scorer once per score key (the cluster
+        keeps each node's scores under it); without it, the batch scorer itself is used."""
         self.profile = profile if profile is not None else Profile()
         registry = registry if registry is not None else default_registry()
         self.filters: tuple[FilterPlugin, ...] = tuple(registry.filters(self.profile.filters))
@@ -305,9 +297,10 @@ class Framework:
         # The shares when every scorer applies (the usual case), as _shares computes them.
         self._all_shares = _shares([weight for _plugin, weight in self.scores])
         # A static scorer's batch scorer depends on its score key alone (see plugins/base.py),
-        # so it is built once per key: (name, score key) -> Rate, or None when the scorer has
-        # nothing to say.
+        # so it is built (and wrapped) once per key: (name, score key) -> Rate, or None when
+        # the scorer has nothing to say.
         self._static_rates: dict[Hashable, Rate | None] = {}
+        self._remember = remember
 
     def cycle(self, request: ScheduleRequest) -> Cycle:
         key: list[Hashable] = []
@@ -343,6 +336,8 @@ class Framework:
                 rate = static_rates.get(static, _UNKNOWN)
                 if rate is _UNKNOWN:
                     rate = prescore(request)
+                    if rate is not None and self._remember is not None:
+                        rate = self._remember(rate)
                     if len(static_rates) >= _STATIC_KEYS:
                         static_rates.clear()  # request shapes churn: start over
                     static_rates[static] = rate
