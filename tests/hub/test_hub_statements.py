@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.db.models import signals
@@ -39,8 +42,9 @@ def test_a_row_read_is_the_model_instance_the_orm_reads() -> None:
     assert Task.objects.get(pk=task.pk).status == "cancelled"
 
 
-def test_a_model_with_init_listeners_is_still_built_through_init() -> None:
-    task = stored()
+@contextlib.contextmanager
+def tasks_observed() -> Iterator[list[int]]:
+    """Within: a post_init listener on Task notes (the ids of) the tasks built."""
     seen: list[int] = []
 
     def noted(sender: type, instance: Task, **kwargs: object) -> None:
@@ -49,11 +53,17 @@ def test_a_model_with_init_listeners_is_still_built_through_init() -> None:
     signals.post_init.connect(noted, sender=Task)
     statements._without_init_signals.cache_clear()
     try:
-        where, params = statements.where_in(Task, "id", [task.pk])
-        [row] = statements.select(Task, ("status",), where, params)
+        yield seen
     finally:
         signals.post_init.disconnect(noted, sender=Task)
         statements._without_init_signals.cache_clear()
+
+
+def test_a_model_with_init_listeners_is_still_built_through_init() -> None:
+    task = stored()
+    with tasks_observed() as seen:
+        where, params = statements.where_in(Task, "id", [task.pk])
+        [row] = statements.select(Task, ("status",), where, params)
     assert seen == [id(row)]
 
 
@@ -82,18 +92,8 @@ def test_a_new_row_refuses_a_name_the_model_does_not_have() -> None:
 
 
 def test_a_new_row_of_an_observed_model_is_built_through_init() -> None:
-    seen: list[int] = []
-
-    def noted(sender: type, instance: Task, **kwargs: object) -> None:
-        seen.append(id(instance))
-
-    signals.post_init.connect(noted, sender=Task)
-    statements._without_init_signals.cache_clear()
-    try:
+    with tasks_observed() as seen:
         row = statements.new_row(Task, agent_id="echo")
-    finally:
-        signals.post_init.disconnect(noted, sender=Task)
-        statements._without_init_signals.cache_clear()
     assert seen == [id(row)]
 
 
