@@ -51,6 +51,10 @@ def test_retry_from_the_task_page_links_both_ways(fleet: Fleet, login: Any) -> N
     fleet.wait_task(failed["session_id"], {"failed"})
     page = login(fleet.hub.url, "olga")
     page.goto(f"/tasks/{failed['session_id']}/")
+    # The stream's first snapshot re-reads the page's live part: a click while it is being
+    # swapped lands on the old button's press and the new one's release, and clicks nothing.
+    wait_live(page)
+    page.wait_for_load_state("networkidle")
     page.get_by_role("button", name="Retry").click()
     page.wait_for_url(re.compile(r"/tasks/(?!" + failed["session_id"] + ")"))
     expect(page.locator('[data-field="retry-of"] a')).to_have_text(failed["session_id"][:8])
