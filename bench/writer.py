@@ -36,10 +36,10 @@ sys.path.insert(0, str(REPO))
 
 from e2e_support import pg_admin  # noqa: E402 - beside this file, after the path set-up
 
-STAGES = ("store", "routed", "bind", "running", "finish")
 # The stages a task goes through in one batch, batch after batch: a golem task's routing and
 # bind share one, as the runtime queues them in the same step (DESIGN §10).
 STEPS = (("store",), ("routed", "bind"), ("running",), ("finish",))
+STAGES = tuple(stage for step in STEPS for stage in step)
 # What a batch costs beyond its stages' statements: the transaction, its commit and the
 # after-commit hooks (board events, announced attempts).
 COMMIT = "transaction, commit, hooks"

@@ -97,10 +97,7 @@ def task_snapshot(task: Task, fields: tuple[str, ...] = TASK_FIELDS) -> dict[str
     read, dates, related = _shape(fields)
     values = list(read(task))
     for i in dates:
-        value = values[i]
-        if value is not None:
-            text = value.isoformat()
-            values[i] = text[:-6] + "Z" if text.endswith("+00:00") else text
+        values[i] = iso(values[i])
     for i, name in related:
         values[i] = getattr(task, name).name if values[i] is not None else None
     values[0] = str(values[0])
